@@ -1,0 +1,1 @@
+"""Load testing: the camera simulator and the viewer swarm."""
