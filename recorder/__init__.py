@@ -1,0 +1,1 @@
+"""Recording: rolling MP4 segments, their index and retention."""

@@ -1,0 +1,1 @@
+"""Ingest, fan-out and the HTTP service."""

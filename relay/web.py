@@ -1,0 +1,237 @@
+"""The HTTP service: admin JSON API, health checks and HTTP-FLV.
+
+API conventions, shared by every endpoint: snake_case JSON fields with the
+unit in the name where there is one, times as ISO 8601 UTC with ``Z``,
+lists as ``{"items": [...]}``, and errors as ``{"error": code, "reason":
+text, "field": name-or-null}`` with a fitting HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from relay.camera import Camera, CameraUnavailable
+from relay.cameras import CameraStoreError, EntryInvalid, merge_password, parse_entry
+from relay.logs import get_logger
+from relay.service import Service
+
+SERVICE_KEY = web.AppKey("service", Service)
+MAX_JSON_BODY = 64 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = get_logger(component="http")
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(data),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def json_error(status: int, code: str, reason: str, field: str | None = None) -> web.Response:
+    return json_response({"error": code, "reason": reason, "field": field}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into the JSON error shape; never show a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
+        return json_error(exc.status, code, exc.reason)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("http_handler_failed", path=request.path, method=request.method)
+        return json_error(500, "internal_error", "an internal error occurred; see the service log")
+
+
+def service_of(request: web.Request) -> Service:
+    return request.app[SERVICE_KEY]
+
+
+def camera_or_404(request: web.Request) -> Camera | web.Response:
+    camera_id = request.match_info["id"]
+    camera = service_of(request).cameras.get(camera_id)
+    if camera is None:
+        return json_error(404, "camera_not_found", f"no camera with id {camera_id!r}", "id")
+    return camera
+
+
+# --- health -----------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    service = service_of(request)
+    if service.ready:
+        return json_response({"status": "ready", "cameras": len(service.cameras)})
+    reason = service.store.file_error or "starting or stopping"
+    return json_response({"status": "not_ready", "reason": reason}, status=503)
+
+
+# --- cameras API ------------------------------------------------------------------
+
+
+async def list_cameras(request: web.Request) -> web.Response:
+    service = service_of(request)
+    items = [service.camera_view(camera) for camera in service.cameras.values()]
+    return json_response({"items": items, "rejected": service.rejected_entries()})
+
+
+async def get_camera(request: web.Request) -> web.Response:
+    found = camera_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    return json_response(service_of(request).camera_view(found))
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """Read a JSON object body, or return the 4xx response that explains why not."""
+    if request.content_type not in ("application/json", ""):
+        return json_error(415, "unsupported_media_type", "send the body as application/json")
+    body = await request.read()
+    if len(body) > MAX_JSON_BODY:
+        return json_error(413, "body_too_large", f"the body is larger than {MAX_JSON_BODY} bytes")
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        return json_error(400, "invalid_json", f"the body is not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return json_error(400, "invalid_body", "the body must be a JSON object")
+    return data
+
+
+async def put_camera(request: web.Request) -> web.Response:
+    service = service_of(request)
+    camera_id = request.match_info["id"]
+    data = await read_json_object(request)
+    if isinstance(data, web.Response):
+        return data
+    body_id = data.setdefault("id", camera_id)
+    if body_id != camera_id:
+        return json_error(400, "invalid_field", f"id {body_id!r} does not match the URL's {camera_id!r}", "id")
+    if isinstance(data.get("url"), str):
+        data["url"] = merge_password(data["url"], service.stored_url(camera_id))
+    try:
+        config = parse_entry(data)
+    except EntryInvalid as exc:
+        return json_error(400, "invalid_field", exc.error.reason, exc.error.field)
+    try:
+        created = await service.put_camera(data, config)
+    except CameraStoreError as exc:
+        return json_error(409, "cameras_file_not_writable", str(exc))
+    view = service.camera_view(service.cameras[camera_id])
+    return json_response(view, status=201 if created else 200)
+
+
+async def delete_camera(request: web.Request) -> web.Response:
+    found = camera_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    try:
+        await service_of(request).delete_camera(found.id)
+    except CameraStoreError as exc:
+        return json_error(409, "cameras_file_not_writable", str(exc))
+    return web.Response(status=204)
+
+
+# --- HTTP-FLV ---------------------------------------------------------------------
+
+
+def first_frame_timeout(service: Service) -> float:
+    """Return how long a live request waits for a cold camera: connect, then one reply or frame.
+
+    A failed attempt ends the wait as soon as it fails.
+    """
+    settings = service.settings
+    return settings.connect_timeout_seconds + settings.read_timeout_seconds
+
+FLV_HEADERS = {
+    "Content-Type": "video/x-flv",
+    "Cache-Control": "no-cache, no-store",
+    "Access-Control-Allow-Origin": "*",
+    "Connection": "close",
+}
+
+
+def unsupported_codec(camera: Camera) -> web.Response | None:
+    if camera.video is not None and not camera.video.relayed:
+        return json_error(
+            406,
+            "unsupported_codec",
+            f"camera {camera.id!r} sends {camera.video.codec} video; only H.264 and H.265 are relayed",
+        )
+    return None
+
+
+async def live_flv(request: web.Request) -> web.StreamResponse:
+    service = service_of(request)
+    found = camera_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    camera = found
+    refused = unsupported_codec(camera)
+    if refused is not None:
+        return refused
+
+    with camera.reading("flv"):
+        try:
+            await camera.wait_ready(first_frame_timeout(service))
+        except CameraUnavailable as exc:
+            status = 406 if exc.code == "unsupported_codec" else 503
+            return json_error(status, exc.code, exc.reason)
+        refused = unsupported_codec(camera)
+        if refused is not None:
+            return refused
+
+        response = web.StreamResponse(headers=FLV_HEADERS)
+        response.enable_chunked_encoding()
+        response.force_close()
+        await response.prepare(request)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return response
+        peer = request.remote or ""
+        fanout = service.flv_fanout(camera)
+        client = fanout.add_client(transport, peer)  # type: ignore[arg-type]
+        try:
+            await client.done
+        finally:
+            fanout.remove_client(client)
+            service.release_flv_fanout(camera)
+        return response
+
+
+# --- application ------------------------------------------------------------------
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return json_error(404, "not_found", f"no such endpoint: {request.method} {request.path}")
+
+
+def create_app(service: Service) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_JSON_BODY)
+    app[SERVICE_KEY] = service
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/cameras", list_cameras)
+    app.router.add_get("/api/cameras/{id}", get_camera)
+    app.router.add_put("/api/cameras/{id}", put_camera)
+    app.router.add_delete("/api/cameras/{id}", delete_camera)
+    app.router.add_get("/live/{id}.flv", live_flv)
+    return app
