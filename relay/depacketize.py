@@ -119,6 +119,39 @@ class VideoDepacketizer:
         self._au.append(nal)
         return role == SLICE
 
+    def _fragment(
+        self, fu_header: int, nal_header: bytes, buf: bytes | bytearray, start: int, end: int, ts: int
+    ) -> bool:
+        """Collect one FU-A (H.264) or FU (H.265) fragment; a start and end bit may come together."""
+        if fu_header & 0x80:  # start bit
+            if self._fragments is not None:
+                self.stats.dropped_fragments += 1
+            # The reconstructed header of the first fragment is kept, so a
+            # type that changes in later fragments does not matter.
+            self._fragments = [nal_header, buf[start:end]]
+        elif self._fragments is None:
+            self.stats.dropped_fragments += 1
+            return False
+        else:
+            self._fragments.append(buf[start:end])
+        if fu_header & 0x40:  # end bit
+            nal = b"".join(self._fragments)
+            self._fragments = None
+            return self._nal(nal, ts)
+        return False
+
+    def _aggregate(self, buf: bytes | bytearray, pos: int, end: int, ts: int) -> bool:
+        """Split an aggregation packet (STAP-A, or AP for H.265): 16-bit size, then the unit."""
+        found_vcl = False
+        while pos + 2 <= end:
+            size = (buf[pos] << 8) | buf[pos + 1]
+            pos += 2
+            if size == 0 or pos + size > end:
+                break
+            found_vcl = self._nal(bytes(buf[pos : pos + size]), ts) or found_vcl
+            pos += size
+        return found_vcl
+
     def _flush(self) -> None:
         nals = self._au
         ts = self._au_ts
@@ -142,33 +175,10 @@ class H264Depacketizer(VideoDepacketizer):
             if end - start < 3:
                 return False  # empty fragment
             fu_header = buf[start + 1]
-            if fu_header & 0x80:  # start bit
-                if self._fragments is not None:
-                    self.stats.dropped_fragments += 1
-                # The NAL type comes from the first fragment only; some
-                # cameras change it in later ones.
-                self._fragments = [bytes(((header & 0xE0) | (fu_header & 0x1F),)), buf[start + 2 : end]]
-            elif self._fragments is None:
-                self.stats.dropped_fragments += 1
-                return False
-            else:
-                self._fragments.append(buf[start + 2 : end])
-            if fu_header & 0x40:  # end bit
-                nal = b"".join(self._fragments)
-                self._fragments = None
-                return self._nal(nal, ts)
-            return False
+            header = bytes(((header & 0xE0) | (fu_header & 0x1F),))
+            return self._fragment(fu_header, header, buf, start + 2, end, ts)
         if kind == h264.NAL_STAP_A:
-            found_vcl = False
-            pos = start + 1
-            while pos + 2 <= end:
-                size = (buf[pos] << 8) | buf[pos + 1]
-                pos += 2
-                if size == 0 or pos + size > end:
-                    break
-                found_vcl = self._nal(bytes(buf[pos : pos + size]), ts) or found_vcl
-                pos += size
-            return found_vcl
+            return self._aggregate(buf, start + 1, end, ts)
         self.stats.unsupported_packets += 1
         return False
 
@@ -197,32 +207,10 @@ class H265Depacketizer(VideoDepacketizer):
             if end - start < 4:
                 return False
             fu_header = buf[start + 2]
-            if fu_header & 0x80:
-                if self._fragments is not None:
-                    self.stats.dropped_fragments += 1
-                first = (buf[start] & 0x81) | ((fu_header & 0x3F) << 1)
-                self._fragments = [bytes((first, buf[start + 1])), buf[start + 3 : end]]
-            elif self._fragments is None:
-                self.stats.dropped_fragments += 1
-                return False
-            else:
-                self._fragments.append(buf[start + 3 : end])
-            if fu_header & 0x40:
-                nal = b"".join(self._fragments)
-                self._fragments = None
-                return self._nal(nal, ts)
-            return False
+            header = bytes(((buf[start] & 0x81) | ((fu_header & 0x3F) << 1), buf[start + 1]))
+            return self._fragment(fu_header, header, buf, start + 3, end, ts)
         if kind == h265.NAL_AP:
-            found_vcl = False
-            pos = start + 2
-            while pos + 2 <= end:
-                size = (buf[pos] << 8) | buf[pos + 1]
-                pos += 2
-                if size == 0 or pos + size > end:
-                    break
-                found_vcl = self._nal(bytes(buf[pos : pos + size]), ts) or found_vcl
-                pos += size
-            return found_vcl
+            return self._aggregate(buf, start + 2, end, ts)
         self.stats.unsupported_packets += 1
         return False
 

@@ -257,8 +257,39 @@ class _SourceFilter:
         return False
 
 
-class VideoTrack:
+class _Track:
+    """RTP and RTCP handling shared by the video and audio tracks."""
+
+    kind = ""
+    choice: TrackChoice
+    filter: _SourceFilter
+    _listener: IngestListener
+
+    def on_rtp(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        """Take one RTP packet from ``buf[start:end]``; runs once per packet."""
+        if end - start < 12:
+            return
+        first, second, seq, ts, ssrc = RTP_HEADER.unpack_from(buf, start)
+        if first >> 6 != 2 or not self.filter.accept(ssrc, second & 0x7F):
+            return
+        payload_start, payload_end = payload_bounds(buf, start, end)
+        if payload_start < 0:
+            return
+        self._listener.on_packet_bytes(end - start)
+        self._payload(buf, payload_start, payload_end, seq, ts, bool(second & 0x80))
+
+    def on_rtcp(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        for report in parse_sender_reports(buf, start, end):
+            self._listener.on_sender_report(self.kind, report, self.choice.clock_rate)
+
+    def _payload(self, buf: bytes | bytearray, start: int, end: int, seq: int, ts: int, marker: bool) -> None:
+        raise NotImplementedError
+
+
+class VideoTrack(_Track):
     """Receive one video track and hand complete frames to the listener."""
+
+    kind = "video"
 
     def __init__(self, choice: TrackChoice, listener: IngestListener, timeline: CameraTimeline) -> None:
         self.choice = choice
@@ -296,26 +327,11 @@ class VideoTrack:
         if info is not None:
             self._listener.on_video_info(info)
 
-    def on_rtp(self, buf: bytes | bytearray, start: int, end: int) -> None:
-        if end - start < 12:
-            return
-        first, second, seq, ts, ssrc = RTP_HEADER.unpack_from(buf, start)
-        if first >> 6 != 2:
-            return
-        if not self.filter.accept(ssrc, second & 0x7F):
-            return
-        payload_start, payload_end = payload_bounds(buf, start, end)
-        if payload_start < 0:
-            return
-        self._listener.on_packet_bytes(end - start)
+    def _payload(self, buf: bytes | bytearray, start: int, end: int, seq: int, ts: int, marker: bool) -> None:
         if self.depacketizer is not None:
-            self.depacketizer.push(buf, payload_start, payload_end, seq, ts, bool(second & 0x80))
-        elif second & 0x80:
-            self._other_frame(buf, payload_start, payload_end, ts)
-
-    def on_rtcp(self, buf: bytes | bytearray, start: int, end: int) -> None:
-        for report in parse_sender_reports(buf, start, end):
-            self._listener.on_sender_report("video", report, self.choice.clock_rate)
+            self.depacketizer.push(buf, start, end, seq, ts, marker)
+        elif marker:
+            self._other_frame(buf, start, end, ts)
 
     def _on_access_unit(self, nals: list[bytes], rtp_ts: int, key: bool) -> None:
         params = self.params
@@ -369,8 +385,10 @@ def _is_parameter_set(codec: str, nal: bytes) -> bool:
     return ((nal[0] >> 1) & 0x3F) in (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS)
 
 
-class AudioTrack:
+class AudioTrack(_Track):
     """Receive one audio track; AAC frames are relayed, other codecs only reported."""
+
+    kind = "audio"
 
     def __init__(self, choice: TrackChoice, listener: IngestListener, timeline: CameraTimeline) -> None:
         self.choice = choice
@@ -410,24 +428,11 @@ class AudioTrack:
             specific_config=specific_config if self.config else None,
         )
 
-    def on_rtp(self, buf: bytes | bytearray, start: int, end: int) -> None:
-        if end - start < 12:
-            return
-        first, second, seq, ts, ssrc = RTP_HEADER.unpack_from(buf, start)
-        if first >> 6 != 2 or not self.filter.accept(ssrc, second & 0x7F):
-            return
-        payload_start, payload_end = payload_bounds(buf, start, end)
-        if payload_start < 0:
-            return
-        self._listener.on_packet_bytes(end - start)
+    def _payload(self, buf: bytes | bytearray, start: int, end: int, seq: int, ts: int, marker: bool) -> None:
         if self.depacketizer is not None:
-            self.depacketizer.push(buf, payload_start, payload_end, seq, ts, bool(second & 0x80))
+            self.depacketizer.push(buf, start, end, seq, ts, marker)
         else:
             self.frames += 1
-
-    def on_rtcp(self, buf: bytes | bytearray, start: int, end: int) -> None:
-        for report in parse_sender_reports(buf, start, end):
-            self._listener.on_sender_report("audio", report, self.choice.clock_rate)
 
     def _on_frame(self, frame: bytes, rtp_ts: int) -> None:
         arrival = time.monotonic()
