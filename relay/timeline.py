@@ -23,6 +23,10 @@ FORWARD_JUMP_SECONDS = 3.0
 # than this is a jump.
 BACKWARD_JUMP_SECONDS = 1.0
 
+# The line starts here rather than at 0, so decode times, which run ahead of
+# presentation times by the B-frame reorder delay, never go negative.
+START_TICKS = 10 * TIMEBASE
+
 # Called with (track kind, jump in seconds, "jump" or "outlier") once per correction.
 JumpCallback = Callable[[str, float, str], None]
 
@@ -51,7 +55,7 @@ class CameraTimeline:
         """
         if self.session_origin is None:
             if self.last_ticks < 0:
-                start = 0
+                start = START_TICKS
             else:
                 gap = max(0.0, arrival - self.last_wallclock)
                 start = self.last_ticks + max(1, int(gap * TIMEBASE))
