@@ -64,3 +64,14 @@ def test_five_clients_share_one_upstream(own_gst, pantau, tmp_path):
     assert server.connections == 1
     view = instance.camera("cam")
     assert view["reconnects"] == 0
+
+
+def test_udp_transport_delivers_video_and_audio(gst, pantau, tmp_path):
+    instance = start_pantau(pantau, tmp_path, [camera_entry("cam", gst.url("/aac"), transport="udp")])
+
+    decoded = decode_stream(f"{instance.base}/live/cam.flv", frames=45)
+
+    assert (decoded.width, decoded.height) == (1920, 1080)
+    assert decoded.video_frames >= 45
+    assert decoded.audio_frames > 0
+    assert instance.camera("cam")["transport"] == "udp"
