@@ -134,9 +134,10 @@ class Camera:
 
     # --- lifecycle ----------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, delay: float = 0.0) -> None:
+        """Start the supervisor; an ``always`` camera connects after ``delay`` seconds."""
         if self._task is None:
-            self._task = asyncio.create_task(self._supervise(), name=f"camera-{self.id}")
+            self._task = asyncio.create_task(self._supervise(delay), name=f"camera-{self.id}")
 
     async def stop(self) -> None:
         """Stop the supervisor, close the upstream and end every output."""
@@ -239,9 +240,13 @@ class Camera:
 
     # --- supervisor ---------------------------------------------------------------
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, delay: float) -> None:
         backoff = BACKOFF_START_SECONDS
         loop = asyncio.get_running_loop()
+        if delay > 0 and not self.has_readers():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
         while not self._stopping:
             if not self._wanted():
                 self._set_state("idle")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -88,6 +89,16 @@ async def run_service(
     log.info("shutdown_complete")
 
 
+def raise_file_limit() -> None:
+    """Raise the open-file limit to the hard limit: every camera and client is a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -100,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pantau: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    raise_file_limit()
 
     if args.command == "serve":
         coroutine = run_service(settings)

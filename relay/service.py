@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from typing import Any
 
 from relay.camera import Camera
@@ -11,6 +12,9 @@ from relay.cameras import CameraConfig, CameraStore, CameraStoreError, EntryErro
 from relay.fanout import FlvFanout
 from relay.logs import get_logger
 from relay.settings import Settings
+
+
+MAX_START_SPREAD_SECONDS = 5.0
 
 
 class Service:
@@ -31,8 +35,11 @@ class Service:
             self.log.error("cameras_file_invalid", path=str(self.store.path), reason=self.store.file_error)
         for error in self.store.errors:
             self._log_rejected(error)
+        # Spread the first connections of a large fleet over a few seconds
+        # instead of opening a thousand at once.
+        spread = min(MAX_START_SPREAD_SECONDS, len(self.store.cameras) / 200)
         for config in self.store.cameras.values():
-            self._start_camera(config)
+            self._start_camera(config, random.uniform(0, spread))
         self.log.info(
             "cameras_loaded",
             path=str(self.store.path),
@@ -51,10 +58,10 @@ class Service:
             fanout.on_camera_removed()
         await asyncio.gather(*(camera.stop() for camera in self.cameras.values()), return_exceptions=True)
 
-    def _start_camera(self, config: CameraConfig) -> Camera:
+    def _start_camera(self, config: CameraConfig, delay: float = 0.0) -> Camera:
         camera = Camera(config, self.settings)
         self.cameras[config.id] = camera
-        camera.start()
+        camera.start(delay)
         return camera
 
     def add_ephemeral_camera(self, config: CameraConfig) -> Camera:
