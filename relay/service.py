@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from relay.camera import Camera
@@ -15,6 +16,7 @@ from relay.settings import Settings
 
 
 MAX_START_SPREAD_SECONDS = 5.0
+FLV_COUNTERS = ("egress_bytes", "skipped_frames", "slow_disconnects")
 
 
 class Service:
@@ -26,6 +28,10 @@ class Service:
         self.cameras: dict[str, Camera] = {}
         self.ephemeral: set[str] = set()  # cameras not written to the file (the demo camera)
         self.flv: dict[str, FlvFanout] = {}
+        # Counters of FLV fan-outs already released, so metrics stay cumulative.
+        self._flv_released: dict[str, dict[str, int]] = {}
+        # Callables that yield extra Prometheus metric families (see relay.metrics).
+        self.metric_sources: list[Callable[[], Iterable[Any]]] = []
         self.ready = False
         self.log = get_logger()
 
@@ -129,6 +135,19 @@ class Service:
         if fanout is not None and not fanout.clients:
             del self.flv[camera.id]
             camera.remove_sink(fanout)
+            released = self._flv_released.setdefault(camera.id, dict.fromkeys(FLV_COUNTERS, 0))
+            for name in FLV_COUNTERS:
+                released[name] += getattr(fanout, name)
+
+    def flv_totals(self, camera_id: str) -> dict[str, int]:
+        """Return cumulative FLV counters of a camera and its current client count."""
+        totals = dict(self._flv_released.get(camera_id, dict.fromkeys(FLV_COUNTERS, 0)))
+        fanout = self.flv.get(camera_id)
+        if fanout is not None:
+            for name in FLV_COUNTERS:
+                totals[name] += getattr(fanout, name)
+        totals["clients"] = len(fanout.clients) if fanout is not None else 0
+        return totals
 
     # --- views --------------------------------------------------------------------
 

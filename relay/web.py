@@ -18,6 +18,7 @@ from aiohttp import web
 from relay.camera import Camera, CameraUnavailable
 from relay.cameras import CameraStoreError, EntryInvalid, merge_password, parse_entry
 from relay.logs import get_logger
+from relay.metrics import create_registry, render
 from relay.service import Service
 
 SERVICE_KEY = web.AppKey("service", Service)
@@ -217,6 +218,18 @@ async def live_flv(request: web.Request) -> web.StreamResponse:
         return response
 
 
+# --- metrics ----------------------------------------------------------------------
+
+METRICS_KEY = web.AppKey("metrics", object)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = render(request.app[METRICS_KEY])  # type: ignore[arg-type]
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
 # --- application ------------------------------------------------------------------
 
 
@@ -227,8 +240,10 @@ async def not_found(request: web.Request) -> web.Response:
 def create_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_JSON_BODY)
     app[SERVICE_KEY] = service
+    app[METRICS_KEY] = create_registry(service)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/cameras", list_cameras)
     app.router.add_get("/api/cameras/{id}", get_camera)
     app.router.add_put("/api/cameras/{id}", put_camera)
