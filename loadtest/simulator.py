@@ -45,7 +45,7 @@ class FrameTemplate:
     pts: int
 
 
-def _build_templates(clip: Clip) -> list[FrameTemplate]:
+def build_templates(clip: Clip) -> list[FrameTemplate]:
     templates = []
     for frame in clip.frames:
         parts: list[bytes] = []
@@ -101,10 +101,13 @@ class Session:
     frames_skipped: int = 0
     started: float = 0.0
     faults: Faults = field(default_factory=Faults)
+    path: str = ""
 
-    def send_next(self) -> None:
+    def send_next(self) -> int:
+        """Send the next frame; return the bytes written (0 when the frame was skipped)."""
         templates = self.mount.templates
         template = templates[self.frame_index]
+        written = 0
         if self.transport.get_write_buffer_size() > MAX_SEND_BUFFER:
             self.frames_skipped += 1
         else:
@@ -124,10 +127,12 @@ class Session:
                 self.seq_audio = (self.seq_audio + 1) & 0xFFFF
             self.transport.write(buf)
             self.frames_sent += 1
+            written = len(buf)
         self.frame_index += 1
         if self.frame_index == len(templates):
             self.frame_index = 0
             self.loop_ticks += self.mount.clip.duration
+        return written
 
 
 class SimulatorServer:
@@ -145,8 +150,8 @@ class SimulatorServer:
         credentials: tuple[str, str] | None = None,
         faults: Callable[[str], Faults] | None = None,
     ) -> None:
-        self._mounts = {path: Mount(clip, _build_templates(clip)) for path, clip in (mounts or {}).items()}
-        self._any_path = Mount(any_path, _build_templates(any_path)) if any_path else None
+        self._mounts = {path: Mount(clip, build_templates(clip)) for path, clip in (mounts or {}).items()}
+        self._any_path = Mount(any_path, build_templates(any_path)) if any_path else None
         self._credentials = credentials
         self._faults = faults or (lambda _path: Faults())
         self._slots: list[list[Session]] = [[] for _ in range(PHASE_SLOTS)]
@@ -156,6 +161,7 @@ class SimulatorServer:
         self.connections_total = 0
         self.connections_open = 0
         self.sessions_playing = 0
+        self.total_bytes = 0
 
     def mount_for(self, path: str) -> Mount | None:
         return self._mounts.get(path) or self._any_path
@@ -188,6 +194,9 @@ class SimulatorServer:
         self.sessions_playing += 1
         session.started = asyncio.get_running_loop().time()
 
+    def sessions(self) -> list[Session]:
+        return [session for slot in self._slots for session in slot]
+
     def remove_session(self, session: Session) -> None:
         for slot in self._slots:
             if session in slot:
@@ -209,7 +218,7 @@ class SimulatorServer:
                 if session.transport.is_closing():
                     self.remove_session(session)
                     continue
-                session.send_next()
+                self.total_bytes += session.send_next()
             slot = (slot + 1) % PHASE_SLOTS
             next_time += interval
             delay = next_time - loop.time()
@@ -355,6 +364,7 @@ class _RtspServerConnection(asyncio.Protocol):
                 ts_video=random.getrandbits(32),
                 ts_audio=random.getrandbits(32),
                 faults=self._server._faults(self._path),
+                path=self._path,
             )
             self._reply(
                 "200 OK",

@@ -37,10 +37,11 @@ def _chunk(data: bytes) -> bytes:
 class FlvClient:
     """One HTTP-FLV response; the handler awaits ``done``."""
 
-    __slots__ = ("transport", "done", "skipping_since", "bytes_sent", "skipped_batches", "peer")
+    __slots__ = ("transport", "done", "skipping_since", "bytes_sent", "skipped_batches", "peer", "chunked")
 
-    def __init__(self, transport: asyncio.Transport, peer: str) -> None:
+    def __init__(self, transport: asyncio.Transport, peer: str, chunked: bool = True) -> None:
         self.transport = transport
+        self.chunked = chunked  # False for HTTP/1.0 clients, whose body ends when the connection closes
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.skipping_since: float | None = None
         self.bytes_sent = 0
@@ -130,15 +131,15 @@ class FlvFanout:
 
     # --- clients ------------------------------------------------------------------
 
-    def add_client(self, transport: asyncio.Transport, peer: str) -> FlvClient:
+    def add_client(self, transport: asyncio.Transport, peer: str, chunked: bool = True) -> FlvClient:
         """Send the preamble and the GOP cache, then follow the live stream."""
         self.flush()
         if self._outage_handle is not None and self.camera.stream_live:
             self._outage_handle.cancel()
             self._outage_handle = None
-        client = FlvClient(transport, peer)
+        client = FlvClient(transport, peer, chunked)
         join = self._join_bytes()
-        transport.write(_chunk(join))
+        transport.write(_chunk(join) if chunked else join)
         client.bytes_sent += len(join)
         self.egress_bytes += len(join)
         self.clients.append(client)
@@ -224,6 +225,7 @@ class FlvFanout:
         data = b"".join(pending)
         chunk = _chunk(data)
         from_key: bytes | None = None
+        from_key_raw: bytes | None = None
         limit = self.settings.client_buffer_bytes
         now = time.monotonic()
         finished: list[FlvClient] = []
@@ -235,7 +237,7 @@ class FlvFanout:
             buffered = transport.get_write_buffer_size()
             if client.skipping_since is None:
                 if buffered <= limit:
-                    transport.write(chunk)
+                    transport.write(chunk if client.chunked else data)
                     client.bytes_sent += len(data)
                     continue
                 client.skipping_since = now
@@ -245,10 +247,11 @@ class FlvFanout:
                 continue
             # Behind: resume only at a keyframe, and only once the backlog drained.
             if key_index >= 0 and buffered <= limit:
-                if from_key is None:
-                    from_key = _chunk(b"".join(pending[key_index:]))
-                transport.write(from_key)
-                client.bytes_sent += len(from_key)
+                if from_key_raw is None:
+                    from_key_raw = b"".join(pending[key_index:])
+                    from_key = _chunk(from_key_raw)
+                transport.write(from_key if client.chunked else from_key_raw)
+                client.bytes_sent += len(from_key_raw)
                 client.skipping_since = None
                 continue
             client.skipped_batches += 1

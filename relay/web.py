@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from relay.camera import Camera, CameraUnavailable
 from relay.cameras import CameraStoreError, EntryInvalid, merge_password, parse_entry
@@ -201,7 +201,10 @@ async def live_flv(request: web.Request) -> web.StreamResponse:
             return refused
 
         response = web.StreamResponse(headers=FLV_HEADERS)
-        response.enable_chunked_encoding()
+        # HTTP/1.0 clients get a plain body that ends when the connection closes.
+        chunked = request.version >= HttpVersion11
+        if chunked:
+            response.enable_chunked_encoding()
         response.force_close()
         await response.prepare(request)
         transport = request.transport
@@ -209,7 +212,7 @@ async def live_flv(request: web.Request) -> web.StreamResponse:
             return response
         peer = request.remote or ""
         fanout = service.flv_fanout(camera)
-        client = fanout.add_client(transport, peer)  # type: ignore[arg-type]
+        client = fanout.add_client(transport, peer, chunked)  # type: ignore[arg-type]
         try:
             await client.done
         finally:

@@ -75,3 +75,26 @@ def test_udp_transport_delivers_video_and_audio(gst, pantau, tmp_path):
     assert decoded.video_frames >= 45
     assert decoded.audio_frames > 0
     assert instance.camera("cam")["transport"] == "udp"
+
+
+def test_http10_client_gets_plain_body(gst, pantau, tmp_path):
+    import socket
+
+    from proto.flv import FlvReader
+
+    instance = start_pantau(pantau, tmp_path, [camera_entry("cam", gst.url("/d1"))])
+    with socket.create_connection(("127.0.0.1", instance.port), timeout=20) as sock:
+        sock.sendall(b"GET /live/cam.flv HTTP/1.0\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        reader = FlvReader()
+        tags = reader.feed(body)
+        while sum(tag.is_video_frame for tag in tags) < 20:
+            tags += reader.feed(sock.recv(65536))
+
+    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+    assert b"chunked" not in head.lower()
+    assert tags[0].tag_type == 18  # onMetaData
+    assert any(tag.is_video_keyframe for tag in tags)
