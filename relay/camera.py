@@ -33,6 +33,25 @@ RATE_WINDOW_SECONDS = 5.0
 SUMMARY_INTERVAL_SECONDS = 60.0
 
 READER_KINDS = ("flv", "hls", "record", "probe")
+# The keys Camera.status() adds to a camera's API view; all are read-only.
+STATUS_FIELDS = (
+    "state",
+    "last_error",
+    "connected_since",
+    "retry_in_seconds",
+    "reconnects",
+    "readers",
+    "bitrate_bps",
+    "fps",
+    "codec",
+    "width",
+    "height",
+    "profile",
+    "audio_codec",
+    "audio_sample_rate",
+    "audio_relayed",
+    "timestamp_corrections",
+)
 
 
 class CameraUnavailable(Exception):
@@ -58,13 +77,15 @@ class RateMeter:
     __slots__ = ("_start", "_bytes", "_frames", "bitrate_bps", "fps")
 
     def __init__(self) -> None:
-        self._start = time.monotonic()
+        self._start: float | None = None  # the first frame starts the first window
         self._bytes = 0
         self._frames = 0
         self.bitrate_bps: float | None = None
         self.fps: float | None = None
 
     def add(self, size: int, video_frame: bool, now: float) -> None:
+        if self._start is None:
+            self._start = now
         self._bytes += size
         if video_frame:
             self._frames += 1

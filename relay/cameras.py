@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 from urllib.parse import quote, unquote, urlsplit
 
 import msgspec
@@ -83,7 +85,30 @@ def validation_error(exc: msgspec.ValidationError, camera_id: str | None = None)
     named = re.search(r"(?:missing required field|unknown field) `([^`]+)`", reason)
     if named:
         field = f"{field}.{named.group(1)}" if field else named.group(1)
+    if reason.startswith("Invalid enum value") and field is not None:
+        allowed = allowed_values(field)
+        if allowed:
+            reason = f"{reason}; expected one of {', '.join(allowed)}"
     return EntryError(camera_id, field, reason)
+
+
+def allowed_values(field: str) -> list[str]:
+    """Return the values a Literal field of CameraConfig accepts, by dotted path."""
+    annotation: Any = CameraConfig
+    for name in field.split("."):
+        try:
+            hints = get_type_hints(annotation, include_extras=True)
+        except TypeError:
+            return []
+        if name not in hints:
+            return []
+        annotation = hints[name]
+        while get_origin(annotation) in (Annotated, Union, types.UnionType):
+            arguments = [arg for arg in get_args(annotation) if arg is not type(None)]
+            annotation = arguments[0]
+    if get_origin(annotation) is Literal:
+        return [str(value) for value in get_args(annotation)]
+    return []
 
 
 class EntryInvalid(ValueError):
@@ -162,6 +187,12 @@ def redact_url(url: str) -> str:
     return f"{prefix}{user}:{MASK}@{rest}"
 
 
+def carries_mask(url: str) -> bool:
+    """Return True when a URL's password is the ``***`` mask from a GET response."""
+    _, user, password, _ = _split_userinfo(url)
+    return user is not None and password in (MASK, quote(MASK))
+
+
 def merge_password(new_url: str, stored_url: str | None) -> str:
     """Keep the stored password when an edit sends ``***`` or no password.
 
@@ -196,6 +227,14 @@ def public_view(config: CameraConfig) -> dict[str, Any]:
 
 class CameraStoreError(Exception):
     """The cameras file cannot be read or written; nothing was changed."""
+
+    code = "cameras_file_not_writable"
+
+
+class CameraFileInvalid(CameraStoreError):
+    """The cameras file does not parse, so no change is written over it."""
+
+    code = "cameras_file_invalid"
 
 
 class CameraStore:
@@ -255,7 +294,7 @@ class CameraStore:
     def put(self, raw: dict[str, Any], config: CameraConfig) -> bool:
         """Create or replace an entry and write the file; return True when created."""
         if self.file_error:
-            raise CameraStoreError(f"the cameras file is not usable, fix it first: {self.file_error}")
+            raise CameraFileInvalid(f"the cameras file is not usable, fix it first: {self.file_error}")
         entries = list(self.entries)
         index = self._index_of(config.id)
         if index is None:
@@ -270,7 +309,7 @@ class CameraStore:
 
     def delete(self, camera_id: str) -> None:
         if self.file_error:
-            raise CameraStoreError(f"the cameras file is not usable, fix it first: {self.file_error}")
+            raise CameraFileInvalid(f"the cameras file is not usable, fix it first: {self.file_error}")
         entries = [entry for entry in self.entries if raw_id(entry) != camera_id]
         self._write(entries)
         self.entries = entries
@@ -283,8 +322,13 @@ class CameraStore:
         directory = self.path.parent
         temporary = directory / f".{self.path.name}.{os.getpid()}.tmp"
         try:
+            # The file may hold camera passwords: a new one is readable by its
+            # owner only, and a rewrite keeps the mode the admin gave it.
+            mode = stat.S_IMODE(self.path.stat().st_mode) if self.path.exists() else 0o600
             directory.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as handle:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with open(descriptor, "wb") as handle:
+                os.fchmod(handle.fileno(), mode)
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())

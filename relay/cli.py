@@ -7,13 +7,16 @@ import asyncio
 import resource
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from relay.cameras import CameraStore
 from relay.logs import configure_logging, get_logger
 from relay.service import Service
-from relay.settings import Settings, SettingsError, help_table, load_settings
+from relay.settings import Settings, SettingsError, help_table, load_settings, unknown_variables
 from relay.web import create_app
 
 SHUTDOWN_GRACE_SECONDS = 3.0
@@ -37,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=help_table(),
         formatter_class=formatter,
     )
+    check = commands.add_parser(
+        "check",
+        help="validate a cameras file without starting the service",
+        description="Validate the cameras file (PANTAU_CAMERAS, or FILE) and list every rejected entry.",
+    )
+    check.add_argument("file", nargs="?", help="cameras file to check (default: the configured one)")
     commands.add_parser(
         "demo",
         help="run the service with a built-in demo camera",
@@ -69,6 +78,14 @@ async def run_service(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(service.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
 
     await service.start()
     if before_ready is not None:
@@ -89,6 +106,31 @@ async def run_service(
     log.info("shutdown_complete")
 
 
+def check_data_dir(path: Path) -> str | None:
+    """Return why the data directory cannot be used, or None when it is writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".pantau-write-check-"):
+            pass
+    except OSError as exc:
+        return f"cannot create or write a file there ({exc.strerror or exc}); use a writable directory"
+    return None
+
+
+def check_cameras_file(path: Path) -> int:
+    """Print whether the cameras file is valid; return the exit code (0 valid, 1 not)."""
+    store = CameraStore(path)
+    store.load()
+    if store.file_error:
+        print(f"invalid: {store.file_error}")
+        return 1
+    for error in store.errors:
+        field = f" field {error.field}" if error.field else ""
+        print(f"rejected: camera {error.camera_id}{field}: {error.reason}")
+    print(f"{path}: {len(store.cameras)} cameras valid, {len(store.errors)} rejected")
+    return 1 if store.errors else 0
+
+
 def raise_file_limit() -> None:
     """Raise the open-file limit to the hard limit: every camera and client is a socket."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -103,14 +145,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        parser.print_usage(sys.stderr)
+        print("pantau: a command is required (serve, demo, check); see pantau --help", file=sys.stderr)
+        return 2
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"pantau: {exc}", file=sys.stderr)
         return 2
+    if args.command == "check":
+        return check_cameras_file(Path(args.file) if args.file else settings.cameras_path)
+    problem = check_data_dir(Path(settings.data_dir))
+    if problem:
+        print(f"pantau: invalid PANTAU_DATA_DIR={settings.data_dir!r}: {problem}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format, settings.log_level)
+    for name in unknown_variables():
+        get_logger().warning("unknown_setting", variable=name, hint="not a Pantau setting; see pantau --help")
     raise_file_limit()
 
     if args.command == "serve":

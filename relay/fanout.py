@@ -272,6 +272,8 @@ class FlvFanout:
 
     def _end_clients(self, reason: str) -> None:
         self._outage_handle = None
+        if self.clients:
+            self.log.info("clients_released", reason=reason, clients=len(self.clients))
         for client in list(self.clients):
             client.finish(reason)
         self.clients.clear()

@@ -51,4 +51,9 @@ def configure_logging(log_format: str = "json", level: str = "info") -> None:
 
 
 def get_logger(**context: Any) -> Any:
-    return structlog.get_logger("pantau").bind(**context)
+    """Return a logger with ``context`` bound; safe to call at import time.
+
+    The logger is a lazy proxy, so a module-level logger follows the
+    configuration that ``configure_logging`` sets later.
+    """
+    return structlog.get_logger("pantau", **context)

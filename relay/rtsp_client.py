@@ -212,10 +212,11 @@ class RtspClient:
                     lambda: _Connection(self), self.target.host, self.target.port, ssl=context
                 )
         except TimeoutError as exc:
+            what = "TCP connection and TLS handshake" if self.target.tls else "TCP connection"
+            hint = "; check that the camera speaks RTSP over TLS (rtsps://)" if self.target.tls else ""
             raise RtspError(
                 "connect_timeout",
-                f"no TCP connection to {self.target.host}:{self.target.port} "
-                f"within {self._connect_timeout:g} s",
+                f"no {what} with {self.target.host}:{self.target.port} within {self._connect_timeout:g} s{hint}",
             ) from exc
         except ConnectionRefusedError as exc:
             raise RtspError(

@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from relay.camera import Camera
+from relay.camera import STATUS_FIELDS, Camera
 from relay.cameras import CameraConfig, CameraStore, CameraStoreError, EntryError, public_view
 from relay.fanout import FlvFanout
 from relay.logs import get_logger
@@ -30,6 +30,8 @@ class Service:
         self.flv: dict[str, FlvFanout] = {}
         # Counters of FLV fan-outs already released, so metrics stay cumulative.
         self._flv_released: dict[str, dict[str, int]] = {}
+        # Fields of GET /api/cameras/{id} that a PUT ignores, so a GET response can be sent back.
+        self.read_only_fields: set[str] = set(STATUS_FIELDS)
         # Callables that yield extra Prometheus metric families (see relay.metrics).
         self.metric_sources: list[Callable[[], Iterable[Any]]] = []
         self.ready = False
@@ -53,6 +55,43 @@ class Service:
             rejected=len(self.store.errors),
         )
         self.ready = self.store.file_error is None
+
+    async def reload(self) -> None:
+        """Re-read the cameras file (SIGHUP) and apply what changed.
+
+        A file that no longer parses changes nothing: the running cameras
+        stay as they are and the error is logged.
+        """
+        fresh = CameraStore(self.store.path)
+        fresh.load()
+        if fresh.file_error:
+            self.log.error("cameras_reload_failed", path=str(fresh.path), reason=fresh.file_error)
+            return
+        for error in fresh.errors:
+            self._log_rejected(error)
+        old = self.store.cameras
+        self.store = fresh
+        added = removed = changed = 0
+        for camera_id in list(self.cameras):
+            if camera_id not in fresh.cameras and camera_id not in self.ephemeral:
+                await self._remove_runtime(camera_id)
+                removed += 1
+        for camera_id, config in fresh.cameras.items():
+            camera = self.cameras.get(camera_id)
+            if camera is None:
+                self._start_camera(config)
+                added += 1
+            elif old.get(camera_id) != config:
+                if Camera.needs_restart(camera.config, config):
+                    await self._remove_runtime(camera_id)
+                    self._start_camera(config)
+                else:
+                    camera.update_config(config)
+                changed += 1
+        self.ready = True
+        self.log.info(
+            "cameras_reloaded", added=added, removed=removed, changed=changed, rejected=len(fresh.errors)
+        )
 
     def _log_rejected(self, error: EntryError) -> None:
         self.log.error("camera_rejected", camera_id=error.camera_id, field=error.field, reason=error.reason)

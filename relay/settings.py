@@ -40,17 +40,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = ""
     idle_close_seconds: Annotated[
         float,
-        _meta("Close an on_demand camera's upstream this long after its last reader left.", "s", gt=0),
+        _meta("Close an on_demand camera's upstream this long after its last reader left.", "s", gt=0, le=86400),
     ] = 20.0
     connect_timeout_seconds: Annotated[
-        float, _meta("Limit for the TCP connection to a camera and for a first frame.", "s", gt=0)
+        float, _meta("Limit for the TCP connection (and TLS handshake) to a camera.", "s", gt=0, le=300)
     ] = 10.0
     read_timeout_seconds: Annotated[
         float,
-        _meta("No packet from a connected camera for this long counts as a failure.", "s", gt=0),
+        _meta(
+            "No reply or packet from a camera for this long counts as a failure; "
+            "no decodable frame for this long (twice as long for the first) too.",
+            "s",
+            gt=0,
+            le=300,
+        ),
     ] = 10.0
     retry_max_seconds: Annotated[
-        float, _meta("Upper limit of the reconnect backoff, which starts at 1 s and doubles.", "s", ge=1)
+        float, _meta("Upper limit of the reconnect backoff, which starts at 1 s and doubles.", "s", ge=1, le=3600)
     ] = 60.0
     outage_hold_seconds: Annotated[
         float,
@@ -59,6 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "reconnects; then their response ends.",
             "s",
             ge=0,
+            le=3600,
         ),
     ] = 30.0
     gop_cache_max_frames: Annotated[
@@ -77,7 +84,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 2 * 1024 * 1024
     slow_client_seconds: Annotated[
         float,
-        _meta("A live client that has skipped frames for this long without catching up is disconnected.", "s", gt=0),
+        _meta(
+            "A live client that has skipped frames for this long without catching up is disconnected.",
+            "s",
+            gt=0,
+            le=600,
+        ),
     ] = 10.0
     log_format: Annotated[
         Literal["json", "console"], _meta("Log output: JSON lines, or readable text for a terminal.")
@@ -160,6 +172,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             raise SettingsError(f"invalid {variable}={raw!r}: expected {allowed}") from exc
     values.update(overrides)
     return msgspec.convert(values, Settings)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Return ``PANTAU_*`` variables that are not settings (usually a typo)."""
+    environ = os.environ if environ is None else environ
+    known = {env_name(name) for name, *_ in settings_fields()}
+    return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
 
 
 def help_table() -> str:

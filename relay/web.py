@@ -16,7 +16,7 @@ import msgspec
 from aiohttp import HttpVersion11, web
 
 from relay.camera import Camera, CameraUnavailable
-from relay.cameras import CameraStoreError, EntryInvalid, merge_password, parse_entry
+from relay.cameras import CameraStoreError, EntryInvalid, carries_mask, merge_password, parse_entry
 from relay.logs import get_logger
 from relay.metrics import create_registry, render
 from relay.service import Service
@@ -108,6 +108,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any] | web.Respons
     body = await request.read()
     if len(body) > MAX_JSON_BODY:
         return json_error(413, "body_too_large", f"the body is larger than {MAX_JSON_BODY} bytes")
+    if not body.strip():
+        return json_error(400, "invalid_body", "the body is empty; send a JSON object")
     try:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
@@ -123,19 +125,31 @@ async def put_camera(request: web.Request) -> web.Response:
     data = await read_json_object(request)
     if isinstance(data, web.Response):
         return data
-    body_id = data.setdefault("id", camera_id)
+    body_id = data.pop("id", camera_id)
     if body_id != camera_id:
         return json_error(400, "invalid_field", f"id {body_id!r} does not match the URL's {camera_id!r}", "id")
-    if isinstance(data.get("url"), str):
-        data["url"] = merge_password(data["url"], service.stored_url(camera_id))
+    # A GET response can be sent back as it is: its read-only status fields are dropped.
+    entry = {"id": camera_id}
+    entry.update((key, value) for key, value in data.items() if key not in service.read_only_fields)
+    if isinstance(entry.get("url"), str):
+        entry["url"] = merge_password(entry["url"], service.stored_url(camera_id))
+        if carries_mask(entry["url"]):
+            return json_error(
+                400,
+                "invalid_field",
+                "the URL carries the masked password *** but no stored password for the same user and "
+                "host can replace it; send the real password or a ${VAR} reference",
+                "url",
+            )
     try:
-        config = parse_entry(data)
+        config = parse_entry(entry)
     except EntryInvalid as exc:
         return json_error(400, "invalid_field", exc.error.reason, exc.error.field)
     try:
-        created = await service.put_camera(data, config)
+        created = await service.put_camera(entry, config)
     except CameraStoreError as exc:
-        return json_error(409, "cameras_file_not_writable", str(exc))
+        log.warning("camera_change_failed", camera_id=camera_id, error=exc.code, reason=str(exc))
+        return json_error(409, exc.code, str(exc))
     view = service.camera_view(service.cameras[camera_id])
     return json_response(view, status=201 if created else 200)
 
@@ -147,7 +161,8 @@ async def delete_camera(request: web.Request) -> web.Response:
     try:
         await service_of(request).delete_camera(found.id)
     except CameraStoreError as exc:
-        return json_error(409, "cameras_file_not_writable", str(exc))
+        log.warning("camera_change_failed", camera_id=found.id, error=exc.code, reason=str(exc))
+        return json_error(409, exc.code, str(exc))
     return web.Response(status=204)
 
 
@@ -213,11 +228,23 @@ async def live_flv(request: web.Request) -> web.StreamResponse:
         peer = request.remote or ""
         fanout = service.flv_fanout(camera)
         client = fanout.add_client(transport, peer, chunked)  # type: ignore[arg-type]
+        started = asyncio.get_running_loop().time()
+        log.info("client_connected", camera_id=camera.id, output="flv", peer=peer)
+        reason = "client_closed"
         try:
-            await client.done
+            reason = await client.done
         finally:
             fanout.remove_client(client)
             service.release_flv_fanout(camera)
+            log.info(
+                "client_disconnected",
+                camera_id=camera.id,
+                output="flv",
+                peer=peer,
+                reason=reason,
+                bytes=client.bytes_sent,
+                duration_seconds=round(asyncio.get_running_loop().time() - started, 1),
+            )
         return response
 
 

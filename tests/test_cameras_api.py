@@ -118,16 +118,17 @@ def test_delete_removes_camera(gst, pantau, tmp_path):
 
 
 def test_unwritable_file_refuses_change(gst, pantau, tmp_path):
-    data_dir = tmp_path / "ro"
-    data_dir.mkdir()
-    (data_dir / "cameras.yaml").write_text(yaml.safe_dump([camera_entry("a", gst.url("/h264"))]))
+    cameras_dir = tmp_path / "ro"
+    cameras_dir.mkdir()
+    cameras_file = cameras_dir / "cameras.yaml"
+    cameras_file.write_text(yaml.safe_dump([camera_entry("a", gst.url("/h264"))]))
     # Tests run as root, and chmod does not stop root from writing, so mount the directory read-only.
-    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(data_dir), str(data_dir)], capture_output=True)
+    mounted = subprocess.run(["mount", "--bind", str(cameras_dir), str(cameras_dir)], capture_output=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only directory: {mounted.stderr.decode().strip()}")
-    subprocess.run(["mount", "-o", "remount,bind,ro", str(data_dir)], check=False)
+        pytest.skip(f"cannot bind-mount a directory: {mounted.stderr.decode().strip()}")
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(cameras_dir)], check=True)
     try:
-        instance = start_pantau(pantau, data_dir, None, PANTAU_LOG_LEVEL="info")
+        instance = start_pantau(pantau, tmp_path / "data", None, PANTAU_CAMERAS=str(cameras_file))
         status, error = instance.request("PUT", "/api/cameras/b", camera_entry("b", gst.url("/h264")))
         list_status, listing = instance.request("GET", "/api/cameras")
 
@@ -136,10 +137,11 @@ def test_unwritable_file_refuses_change(gst, pantau, tmp_path):
         assert "cameras.yaml" in error["reason"]
         assert list_status == 200
         assert [item["id"] for item in listing["items"]] == ["a"]
+        assert instance.log_events("camera_change_failed")
     finally:
         for instance in pantau:
             instance.stop()
-        subprocess.run(["umount", str(data_dir)], check=False)
+        subprocess.run(["umount", str(cameras_dir)], check=False)
 
 
 def test_malformed_entry_does_not_stop_others(gst, pantau, tmp_path):
@@ -163,3 +165,81 @@ def test_malformed_entry_does_not_stop_others(gst, pantau, tmp_path):
     assert ("bad-owner", "owner.category") in logged
     decoded = decode_stream(f"{instance.base}/live/good.flv", frames=5)
     assert (decoded.width, decoded.height) == (2688, 1520)
+
+
+def test_get_response_can_be_put_back_whole(gst, pantau, tmp_path):
+    url = gst.url("/secure", f"{USER}:{PASSWORD}")
+    instance = start_pantau(pantau, tmp_path, [camera_entry("secure", url)])
+    decode_stream(f"{instance.base}/live/secure.flv", frames=3)
+    view = instance.camera("secure")
+
+    status, body = instance.request("PUT", "/api/cameras/secure", dict(view, name="Round trip"))
+
+    assert status == 200, body
+    assert body["name"] == "Round trip"
+    written = yaml.safe_load((tmp_path / "cameras.yaml").read_text())
+    assert list(written[0])[0] == "id"
+    assert "state" not in written[0]
+    assert written[0]["url"] == url
+
+
+def test_mask_without_stored_password_is_rejected(gst, pantau, tmp_path):
+    url = gst.url("/secure", f"{USER}:{PASSWORD}")
+    instance = start_pantau(pantau, tmp_path, [camera_entry("secure", url)])
+    moved = camera_entry("secure", url.replace("127.0.0.1", "localhost").replace(PASSWORD, "***"))
+    created = camera_entry("other", gst.url("/secure", f"{USER}:***"))
+
+    moved_status, moved_error = instance.request("PUT", "/api/cameras/secure", moved)
+    created_status, created_error = instance.request("PUT", "/api/cameras/other", created)
+
+    assert (moved_status, moved_error["field"]) == (400, "url")
+    assert (created_status, created_error["field"]) == (400, "url")
+    assert "***" in moved_error["reason"]
+    written = yaml.safe_load((tmp_path / "cameras.yaml").read_text())
+    assert [entry["url"] for entry in written] == [url]
+
+
+def test_enum_error_lists_allowed_values(pantau, tmp_path):
+    instance = start_pantau(pantau, tmp_path, [])
+    body = {"name": "x", "url": "rtsp://cam/", "owner": {"category": "hotel", "name": "a"}}
+
+    status, error = instance.request("PUT", "/api/cameras/cam-1", body)
+
+    assert status == 400
+    assert "pemkab, desa, swasta" in error["reason"]
+
+
+def test_written_file_is_private(gst, pantau, tmp_path):
+    instance = start_pantau(pantau, tmp_path / "data", None)
+
+    status, _ = instance.request("PUT", "/api/cameras/a", camera_entry("a", gst.url("/secure", f"{USER}:{PASSWORD}")))
+
+    assert status == 201
+    assert oct((tmp_path / "data" / "cameras.yaml").stat().st_mode & 0o777) == "0o600"
+
+
+def test_sighup_reloads_cameras_file(gst, pantau, tmp_path):
+    import signal
+    import time
+
+    instance = start_pantau(pantau, tmp_path, [camera_entry("a", gst.url("/h264")), camera_entry("b", gst.url("/h264"))])
+    (tmp_path / "cameras.yaml").write_text(
+        yaml.safe_dump([camera_entry("b", gst.url("/h265"), name="Renamed"), camera_entry("c", gst.url("/d1"))])
+    )
+
+    instance.process.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    status, listing = instance.request("GET", "/api/cameras")
+
+    assert status == 200
+    assert sorted(item["id"] for item in listing["items"]) == ["b", "c"]
+    assert instance.camera("b")["url"] == gst.url("/h265")
+    decoded = decode_stream(f"{instance.base}/live/c.flv", frames=5)
+    assert (decoded.width, decoded.height) == (768, 576)
+
+    (tmp_path / "cameras.yaml").write_text("- id: [broken\n")
+    instance.process.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    status, listing = instance.request("GET", "/api/cameras")
+    assert sorted(item["id"] for item in listing["items"]) == ["b", "c"]
+    assert instance.log_events("cameras_reload_failed")

@@ -59,3 +59,43 @@ def test_starts_without_any_configuration(pantau, tmp_path):
     assert body["items"] == []
     assert ready_status == 200
     assert ready["status"] == "ready"
+
+
+def test_unwritable_data_dir_stops_startup(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+
+    result = run_pantau("serve", env={"PANTAU_DATA_DIR": str(blocker / "data")})
+
+    assert result.returncode == 2
+    assert "PANTAU_DATA_DIR" in result.stderr
+    assert "writable" in result.stderr
+
+
+def test_check_command_lists_rejected_entries(tmp_path):
+    path = tmp_path / "cameras.yaml"
+    path.write_text(
+        "- {id: good, name: G, url: 'rtsp://10.0.0.1/x', owner: {category: desa, name: Desa Kuta}}\n"
+        "- {id: bad, name: B, url: 'http://10.0.0.1/x', owner: {category: desa, name: Desa Kuta}}\n"
+    )
+
+    result = run_pantau("check", str(path))
+
+    assert result.returncode == 1
+    assert "rejected: camera bad field url" in result.stdout
+    assert "1 cameras valid, 1 rejected" in result.stdout
+
+
+def test_no_command_is_a_usage_error():
+    result = run_pantau()
+
+    assert result.returncode == 2
+    assert "a command is required" in result.stderr
+
+
+def test_unknown_variable_is_logged(pantau, tmp_path):
+    instance = start_pantau(pantau, tmp_path, None, PANTAU_HTTTP_PORT="9999")
+
+    warnings = instance.log_events("unknown_setting")
+
+    assert [event["variable"] for event in warnings] == ["PANTAU_HTTTP_PORT"]
