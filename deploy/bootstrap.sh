@@ -60,11 +60,20 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys' 2>/dev/null; 
   rm -rf .venv
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-if [ "$mode" = test ]; then
-  .venv/bin/python -m pip install -q -e '.[test]'
-else
-  .venv/bin/python -m pip install -q -e .
+# Install (again) only when pyproject.toml changed; the build's chatter goes to a log.
+extras=""
+[ "$mode" = test ] && extras="[test]"
+stamp=".venv/.pantau-installed"
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)$extras"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  echo "bootstrap: installing Python packages into .venv" >&2
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".$extras"; } \
+      >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    echo "bootstrap: pip install failed (log above, also in .venv/pip.log)" >&2
+    exit 1
+  fi
+  echo "$wanted" >"$stamp"
 fi
 
 if [ -f package.json ]; then
