@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from relay.import_command import add_import_parser, run_import
 from relay.logs import configure_logging, get_logger
 from relay.service import Service
 from relay.settings import Settings, SettingsError, help_table, load_settings
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=help_table(),
         formatter_class=formatter,
     )
+    add_import_parser(commands, formatter, help_table())
     return parser
 
 
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
 
+    if args.command == "import":
+        return run_import(args, settings)
     if args.command == "serve":
         coroutine = run_service(settings)
     elif args.command == "demo":

@@ -7,9 +7,11 @@ import dataclasses
 from typing import Any
 
 from relay.camera import Camera
+from relay.compliance import compliance_of
 from relay.cameras import CameraConfig, CameraStore, CameraStoreError, EntryError, public_view
 from relay.fanout import FlvFanout
 from relay.logs import get_logger
+from relay.prober import ProbeManager
 from relay.settings import Settings
 
 
@@ -24,8 +26,10 @@ class Service:
         self.flv: dict[str, FlvFanout] = {}
         self.ready = False
         self.log = get_logger()
+        self.probes = ProbeManager(settings, self.cameras)
 
     async def start(self) -> None:
+        self.probes.load()
         self.store.load()
         if self.store.file_error:
             self.log.error("cameras_file_invalid", path=str(self.store.path), reason=self.store.file_error)
@@ -33,6 +37,7 @@ class Service:
             self._log_rejected(error)
         for config in self.store.cameras.values():
             self._start_camera(config)
+        self.probes.start()
         self.log.info(
             "cameras_loaded",
             path=str(self.store.path),
@@ -47,6 +52,7 @@ class Service:
     async def stop(self) -> None:
         """End every client and upstream; used on SIGTERM."""
         self.ready = False
+        await self.probes.stop()
         for fanout in list(self.flv.values()):
             fanout.on_camera_removed()
         await asyncio.gather(*(camera.stop() for camera in self.cameras.values()), return_exceptions=True)
@@ -54,6 +60,7 @@ class Service:
     def _start_camera(self, config: CameraConfig) -> Camera:
         camera = Camera(config, self.settings)
         self.cameras[config.id] = camera
+        self.probes.attach(camera)
         camera.start()
         return camera
 
@@ -71,6 +78,19 @@ class Service:
         nothing changed.
         """
         self.store.put(raw, config)
+        return await self._apply_config(config)
+
+    async def put_cameras(self, items: list[tuple[dict[str, Any], CameraConfig]]) -> list[bool]:
+        """Create or replace several cameras with one file write; return, per item, True when new.
+
+        Raises CameraStoreError when the file cannot be written; then
+        nothing changed.
+        """
+        self.store.put_many(items)
+        return [await self._apply_config(config) for _raw, config in items]
+
+    async def _apply_config(self, config: CameraConfig) -> bool:
+        """Start, restart or update the running camera for a stored entry; return True when it is new."""
         self.ephemeral.discard(config.id)
         existing = self.cameras.get(config.id)
         if existing is None:
@@ -90,6 +110,7 @@ class Service:
             self.store.delete(camera_id)
         self.ephemeral.discard(camera_id)
         await self._remove_runtime(camera_id)
+        self.probes.forget(camera_id)
         self.log.info("camera_deleted", camera_id=camera_id)
 
     async def _remove_runtime(self, camera_id: str) -> None:
@@ -128,6 +149,8 @@ class Service:
     def camera_view(self, camera: Camera) -> dict[str, Any]:
         view = public_view(camera.config)
         view.update(camera.status())
+        view["probe"] = self.probes.view(camera.id)
+        view["compliance"] = compliance_of(self, camera).as_dict()
         return view
 
     def rejected_entries(self) -> list[dict[str, Any]]:
