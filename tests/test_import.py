@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -280,7 +281,7 @@ def test_blank_lines_skipped_and_empty_file_rejected():
 
 # --- HTTP endpoint -----------------------------------------------------------------------
 
-QUIET = {"PANTAU_PROBE_INTERVAL_HOURS": "0"}
+QUIET = {"PANTAU_PROBE_INTERVAL_HOURS": "0"}  # no probes of imported cameras (also the harness default)
 
 
 def import_csv(instance, data: bytes, query: str = "", content_type: str = "text/csv"):
@@ -361,6 +362,27 @@ def test_api_replace_only_when_asked(pantau, tmp_path):
     assert replaced == 200
     assert len(body["replaced"]) == SAMPLE_ROWS
     assert instance.camera("mengwi-kapal-01")["name"] == "Pasar Kapal Baru"
+
+
+def test_api_imported_cameras_get_probed(gst, pantau, tmp_path):
+    instance = start_pantau(
+        pantau, tmp_path / "data", [], PANTAU_PROBE_INTERVAL_HOURS="24", PANTAU_PROBE_WINDOW_SECONDS="3"
+    )
+    text = csv_text(row("villa-d1", rtsp_url=gst.url("/d1")), row("desa-d1", rtsp_url=gst.url("/d1") + "?x", owner_category="desa"))
+
+    status, body = import_csv(instance, text.encode())
+    deadline = time.monotonic() + 30
+    views = {}
+    while time.monotonic() < deadline:
+        views = {camera_id: instance.camera(camera_id) for camera_id in ("villa-d1", "desa-d1")}
+        if all(view["probe"]["facts"] for view in views.values()):
+            break
+        time.sleep(0.5)
+
+    assert status == 200, body
+    assert views["villa-d1"]["probe"]["facts"]["width"] == 768
+    assert views["villa-d1"]["compliance"]["status"] == "below_minimum"
+    assert views["desa-d1"]["compliance"]["status"] == "exempt"
 
 
 def test_api_multipart_upload(pantau, tmp_path):

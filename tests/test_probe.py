@@ -22,6 +22,7 @@ from tests.conftest import start_pantau
 from tests.support import GstRtspServer, Pantau, camera_entry, free_port
 
 SWASTA = {"category": "swasta", "name": "Hotel Puri Sari"}
+SCHEDULED = {"PANTAU_PROBE_INTERVAL_HOURS": "24"}  # the default; the test harness turns probes off
 PEMKAB = {"category": "pemkab", "name": "Diskominfo Kabupaten Badung"}
 
 # clip: (codec, width, height, fps, GOP frames, video bit rate in bit/s, B-frames, audio codec)
@@ -55,7 +56,7 @@ def probed(gst, tmp_path_factory) -> Iterator[tuple[Pantau, dict[str, dict[str, 
     cameras.append(camera_entry("pemkab-h264", gst.url("/h264"), owner=PEMKAB))
     cameras.append(camera_entry("unreachable", f"rtsp://127.0.0.1:{free_port()}/stream", owner=SWASTA))
     data_dir = tmp_path_factory.mktemp("probe") / "data"
-    instance = Pantau(data_dir=data_dir, cameras=cameras, env={"PANTAU_PROBE_CONCURRENCY": "8"}).start()
+    instance = Pantau(data_dir=data_dir, cameras=cameras, env={**SCHEDULED, "PANTAU_PROBE_CONCURRENCY": "8"}).start()
     try:
         views = wait_probed(instance, [camera["id"] for camera in cameras])
         yield instance, views
@@ -191,7 +192,7 @@ def test_compliance_csv_indonesian_locale(probed):
 def test_strict_minimum_fails_1440p(gst, pantau, tmp_path):
     cameras = [camera_entry(name, gst.url(f"/{name}"), owner=SWASTA) for name in ("bframes", "h264")]
     instance = start_pantau(
-        pantau, tmp_path / "data", cameras, PANTAU_MIN_PIXELS="4000000", PANTAU_PROBE_WINDOW_SECONDS="4"
+        pantau, tmp_path / "data", cameras, PANTAU_MIN_PIXELS="4000000", PANTAU_PROBE_WINDOW_SECONDS="4", **SCHEDULED
     )
 
     views = wait_probed(instance, ["bframes", "h264"])
@@ -209,7 +210,12 @@ def test_since_date_exempts_older_cameras(gst, pantau, tmp_path):
         camera_entry("undated", gst.url("/aac"), owner=SWASTA),
     ]
     instance = start_pantau(
-        pantau, tmp_path / "data", cameras, PANTAU_MIN_PIXELS_SINCE="2025-01-01", PANTAU_PROBE_WINDOW_SECONDS="3"
+        pantau,
+        tmp_path / "data",
+        cameras,
+        PANTAU_MIN_PIXELS_SINCE="2025-01-01",
+        PANTAU_PROBE_WINDOW_SECONDS="3",
+        **SCHEDULED,
     )
 
     views = wait_probed(instance, ["old", "new", "undated"])
@@ -283,6 +289,7 @@ def test_probe_closes_upstream_it_opened(own_gst, pantau, tmp_path):
         [camera_entry("cam", server.url("/cam"), owner=SWASTA)],
         PANTAU_IDLE_CLOSE_SECONDS="120",
         PANTAU_PROBE_WINDOW_SECONDS="3",
+        **SCHEDULED,
     )
 
     wait_probed(instance, ["cam"])
@@ -299,7 +306,7 @@ def test_change_logged_kept_and_persisted(gst, pantau, tmp_path):
     data_dir = tmp_path / "data"
     entry = camera_entry("cam", gst.url("/h264"), owner=SWASTA)
     env = {"PANTAU_PROBE_WINDOW_SECONDS": "3"}
-    instance = start_pantau(pantau, data_dir, [entry], **env)
+    instance = start_pantau(pantau, data_dir, [entry], **env, **SCHEDULED)
     wait_probed(instance, ["cam"])
 
     # The owner switches the camera to a 1080p stream.
