@@ -107,6 +107,7 @@ class ProbeManager:
         self._save_handle: asyncio.TimerHandle | None = None
         self._save_task: asyncio.Task[None] | None = None
         self._save_lock = asyncio.Lock()
+        self._save_failures = 0  # consecutive failed writes; only the first is logged
 
     @property
     def scheduling(self) -> bool:
@@ -327,4 +328,11 @@ class ProbeManager:
             try:
                 await asyncio.to_thread(write_atomically, self.path, data)
             except OSError as exc:
-                self.log.warning("probe_file_write_failed", path=str(self.path), reason=exc.strerror or str(exc))
+                self._save_failures += 1
+                if self._save_failures == 1:
+                    reason = exc.strerror or str(exc)
+                    self.log.warning("probe_file_write_failed", path=str(self.path), reason=reason)
+                return
+            if self._save_failures:
+                self.log.info("probe_file_written", path=str(self.path), failed_before=self._save_failures)
+                self._save_failures = 0
