@@ -339,3 +339,68 @@ def hevc_decoder_config(vps: bytes, sps: bytes, pps: bytes, info: SpsInfo) -> by
         out += struct.pack(">HH", 1, len(nal))
         out += nal
     return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class VpsInfo:
+    """Fields of a parsed H.265 video parameter set."""
+
+    vps_id: int
+    max_layers: int
+    max_sub_layers: int
+    temporal_id_nesting: bool
+    ptl: ProfileTierLevel
+    max_num_reorder_pics: int
+    fps: float | None  # from vps_timing_info, None when absent or unreadable
+
+
+def parse_vps(nal: bytes) -> VpsInfo:
+    """Parse a VPS NAL unit (2-byte header included).
+
+    Raises :class:`BitstreamError` when the fields up to the profile, tier
+    and level are truncated or invalid; a broken tail (layer sets, timing,
+    HRD) leaves fps unknown instead of failing.
+    """
+    if len(nal) < 4 or nal_type(nal) != NAL_VPS:
+        raise BitstreamError("not an H.265 VPS NAL unit")
+    reader = BitReader(unescape_rbsp(nal), 2)
+    vps_id = reader.u(4)
+    reader.skip(2)  # vps_base_layer_internal_flag, vps_base_layer_available_flag
+    max_layers_minus1 = reader.u(6)
+    max_sub_layers_minus1 = reader.u(3)
+    if max_sub_layers_minus1 > 6:
+        raise BitstreamError(f"vps_max_sub_layers_minus1={max_sub_layers_minus1} exceeds 6")
+    temporal_id_nesting = reader.flag()
+    if reader.u(16) != 0xFFFF:
+        raise BitstreamError("vps_reserved_0xffff_16bits is not 0xffff")
+    ptl = _parse_profile_tier_level(reader, max_sub_layers_minus1)
+
+    max_num_reorder = 0
+    fps: float | None = None
+    try:
+        ordering_info_present = reader.flag()
+        first = 0 if ordering_info_present else max_sub_layers_minus1
+        for _ in range(first, max_sub_layers_minus1 + 1):
+            reader.ue()  # vps_max_dec_pic_buffering_minus1
+            max_num_reorder = reader.ue()
+            reader.ue()  # vps_max_latency_increase_plus1
+        max_layer_id = reader.u(6)
+        layer_sets = reader.ue_max(1023, "vps_num_layer_sets_minus1")
+        reader.skip(layer_sets * (max_layer_id + 1))  # layer_id_included_flag
+        if reader.flag():  # vps_timing_info_present_flag
+            num_units_in_tick = reader.u(32)
+            time_scale = reader.u(32)
+            if num_units_in_tick:
+                fps = time_scale / num_units_in_tick
+    except BitstreamError:
+        pass
+
+    return VpsInfo(
+        vps_id=vps_id,
+        max_layers=max_layers_minus1 + 1,
+        max_sub_layers=max_sub_layers_minus1 + 1,
+        temporal_id_nesting=temporal_id_nesting,
+        ptl=ptl,
+        max_num_reorder_pics=max_num_reorder,
+        fps=fps,
+    )

@@ -149,6 +149,7 @@ class Camera:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._viewer_grace_until = 0.0  # loop time until which a viewer who left keeps an on_demand camera up
         self._ready_waiters: list[asyncio.Future[None]] = []
         self._stream_live = False
         self._stopping = False
@@ -213,15 +214,22 @@ class Camera:
 
     def _release(self, kind: str) -> None:
         self.readers[kind] = max(0, self.readers.get(kind, 0) - 1)
+        loop = asyncio.get_running_loop()
+        delay = self.settings.idle_close_seconds
+        if kind == "probe":
+            # A probe keeps the upstream only as long as it measures, but the
+            # grace period of a viewer who left during the probe still counts.
+            delay = max(0.0, self._viewer_grace_until - loop.time())
+        else:
+            self._viewer_grace_until = loop.time() + delay
         if not self.has_readers() and self.config.mode == "on_demand" and self._idle_handle is None:
-            loop = asyncio.get_running_loop()
-            self._idle_handle = loop.call_later(self.settings.idle_close_seconds, self._idle_timeout)
+            self._idle_handle = loop.call_later(delay, self._idle_timeout, delay)
 
-    def _idle_timeout(self) -> None:
+    def _idle_timeout(self, delay: float) -> None:
         self._idle_handle = None
         if self.has_readers() or self.config.mode != "on_demand":
             return
-        self.log.info("camera_idle_close", idle_seconds=self.settings.idle_close_seconds)
+        self.log.info("camera_idle_close", idle_seconds=round(delay, 1))
         self._wake.set()
         if self._session is not None:
             self._session.stop()

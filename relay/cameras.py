@@ -9,6 +9,7 @@ file untouched.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import stat
@@ -50,6 +51,11 @@ class CameraConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     location: Location | None = None
     mode: Literal["on_demand", "always"] = "on_demand"
     transport: Literal["tcp", "udp"] = "tcp"
+    record: bool = False
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
+    # The day the camera was installed. The minimum-resolution rule is about the
+    # accommodation's opening date, and this date is used in its place.
+    installed_on: datetime.date | None = None
 
 
 def validate_camera_url(url: str) -> None:
@@ -130,6 +136,9 @@ def parse_entry(raw: Any) -> CameraConfig:
         validate_camera_url(config.url)
     except ValueError as exc:
         raise EntryInvalid(EntryError(camera_id, "url", f"URL {exc}")) from exc
+    if config.record and config.mode == "on_demand":
+        reason = "record: true needs mode: always, because an on_demand camera is only pulled while watched"
+        raise EntryInvalid(EntryError(camera_id, "record", reason))
     return config
 
 
@@ -285,27 +294,36 @@ class CameraStore:
                 continue
             self.cameras[config.id] = config
 
-    def _index_of(self, camera_id: str) -> int | None:
-        for index, entry in enumerate(self.entries):
-            if raw_id(entry) == camera_id:
-                return index
-        return None
-
     def put(self, raw: dict[str, Any], config: CameraConfig) -> bool:
         """Create or replace an entry and write the file; return True when created."""
+        return self.put_many([(raw, config)])[0]
+
+    def put_many(self, items: list[tuple[dict[str, Any], CameraConfig]]) -> list[bool]:
+        """Create or replace several entries with one write; return, per item, True when created.
+
+        Either every item is written or, when the file cannot be written, none.
+        """
         if self.file_error:
             raise CameraFileInvalid(f"the cameras file is not usable, fix it first: {self.file_error}")
         entries = list(self.entries)
-        index = self._index_of(config.id)
-        if index is None:
-            entries.append(raw)
-        else:
-            entries[index] = raw
+        positions = {raw_id(entry): index for index, entry in reversed(list(enumerate(entries)))}
+        created = []
+        for raw, config in items:
+            index = positions.get(config.id)
+            created.append(index is None)
+            if index is None:
+                positions[config.id] = len(entries)
+                entries.append(raw)
+            else:
+                entries[index] = raw
         self._write(entries)
         self.entries = entries
-        self.cameras[config.id] = config
-        self.errors = [error for error in self.errors if error.camera_id != config.id]
-        return index is None
+        ids = set()
+        for _raw, config in items:
+            self.cameras[config.id] = config
+            ids.add(config.id)
+        self.errors = [error for error in self.errors if error.camera_id not in ids]
+        return created
 
     def delete(self, camera_id: str) -> None:
         if self.file_error:
@@ -316,31 +334,41 @@ class CameraStore:
         self.cameras.pop(camera_id, None)
 
     def _write(self, entries: list[Any]) -> None:
-        """Write atomically: temporary file in the same directory, fsync, rename."""
         # NOTE: YAML comments in the file are not kept by a write-back.
-        data = msgspec.yaml.encode(entries)
-        directory = self.path.parent
-        temporary = directory / f".{self.path.name}.{os.getpid()}.tmp"
         try:
-            # The file may hold camera passwords: a new one is readable by its
-            # owner only, and a rewrite keeps the mode the admin gave it.
-            mode = stat.S_IMODE(self.path.stat().st_mode) if self.path.exists() else 0o600
-            directory.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with open(descriptor, "wb") as handle:
-                os.fchmod(handle.fileno(), mode)
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-            descriptor = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            write_atomically(self.path, msgspec.yaml.encode(entries))
         except OSError as exc:
-            try:
-                temporary.unlink(missing_ok=True)
-            except OSError:
-                pass
             raise CameraStoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: temporary file in the same directory, fsync, rename.
+
+    A new file is readable by its owner only (mode 0600), because the files
+    written this way may hold camera passwords; a replaced file keeps its
+    mode. Raises OSError; then the old file is untouched and no temporary
+    file is left.
+    """
+    directory = path.parent
+    temporary = directory / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with open(descriptor, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError:
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise

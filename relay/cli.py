@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.cameras import CameraStore
+from relay.import_command import add_import_parser, run_import
 from relay.logs import configure_logging, get_logger
 from relay.service import Service
 from relay.settings import Settings, SettingsError, help_table, load_settings, unknown_variables
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=help_table(),
         formatter_class=formatter,
     )
+    add_import_parser(commands, formatter, help_table())
     return parser
 
 
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("pantau: a command is required (serve, demo, check); see pantau --help", file=sys.stderr)
+        print("pantau: a command is required (serve, demo, check, import); see pantau --help", file=sys.stderr)
         return 2
     try:
         settings = load_settings()
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         get_logger().warning("unknown_setting", variable=name, hint="not a Pantau setting; see pantau --help")
     raise_file_limit()
 
+    if args.command == "import":
+        return run_import(args, settings)
     if args.command == "serve":
         coroutine = run_service(settings)
     elif args.command == "demo":

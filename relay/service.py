@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from relay.camera import STATUS_FIELDS, Camera
+from relay.compliance import compliance_of
 from relay.cameras import CameraConfig, CameraStore, CameraStoreError, EntryError, public_view
 from relay.fanout import FlvFanout
 from relay.logs import get_logger
+from relay.prober import ProbeManager
 from relay.settings import Settings
 
 
@@ -31,13 +33,15 @@ class Service:
         # Counters of FLV fan-outs already released, so metrics stay cumulative.
         self._flv_released: dict[str, dict[str, int]] = {}
         # Fields of GET /api/cameras/{id} that a PUT ignores, so a GET response can be sent back.
-        self.read_only_fields: set[str] = set(STATUS_FIELDS)
+        self.read_only_fields: set[str] = {*STATUS_FIELDS, "probe", "compliance"}
         # Callables that yield extra Prometheus metric families (see relay.metrics).
         self.metric_sources: list[Callable[[], Iterable[Any]]] = []
         self.ready = False
         self.log = get_logger()
+        self.probes = ProbeManager(settings, self.cameras)
 
     async def start(self) -> None:
+        self.probes.load()
         self.store.load()
         if self.store.file_error:
             self.log.error("cameras_file_invalid", path=str(self.store.path), reason=self.store.file_error)
@@ -48,6 +52,7 @@ class Service:
         spread = min(MAX_START_SPREAD_SECONDS, len(self.store.cameras) / 200)
         for config in self.store.cameras.values():
             self._start_camera(config, random.uniform(0, spread))
+        self.probes.start()
         self.log.info(
             "cameras_loaded",
             path=str(self.store.path),
@@ -75,6 +80,7 @@ class Service:
         for camera_id in list(self.cameras):
             if camera_id not in fresh.cameras and camera_id not in self.ephemeral:
                 await self._remove_runtime(camera_id)
+                self.probes.forget(camera_id)
                 removed += 1
         for camera_id, config in fresh.cameras.items():
             camera = self.cameras.get(camera_id)
@@ -99,6 +105,7 @@ class Service:
     async def stop(self) -> None:
         """End every client and upstream; used on SIGTERM."""
         self.ready = False
+        await self.probes.stop()
         for fanout in list(self.flv.values()):
             fanout.on_camera_removed()
         await asyncio.gather(*(camera.stop() for camera in self.cameras.values()), return_exceptions=True)
@@ -106,6 +113,7 @@ class Service:
     def _start_camera(self, config: CameraConfig, delay: float = 0.0) -> Camera:
         camera = Camera(config, self.settings)
         self.cameras[config.id] = camera
+        self.probes.attach(camera)
         camera.start(delay)
         return camera
 
@@ -123,6 +131,19 @@ class Service:
         nothing changed.
         """
         self.store.put(raw, config)
+        return await self._apply_config(config)
+
+    async def put_cameras(self, items: list[tuple[dict[str, Any], CameraConfig]]) -> list[bool]:
+        """Create or replace several cameras with one file write; return, per item, True when new.
+
+        Raises CameraStoreError when the file cannot be written; then
+        nothing changed.
+        """
+        self.store.put_many(items)
+        return [await self._apply_config(config) for _raw, config in items]
+
+    async def _apply_config(self, config: CameraConfig) -> bool:
+        """Start, restart or update the running camera for a stored entry; return True when it is new."""
         self.ephemeral.discard(config.id)
         existing = self.cameras.get(config.id)
         if existing is None:
@@ -142,6 +163,7 @@ class Service:
             self.store.delete(camera_id)
         self.ephemeral.discard(camera_id)
         await self._remove_runtime(camera_id)
+        self.probes.forget(camera_id)
         self.log.info("camera_deleted", camera_id=camera_id)
 
     async def _remove_runtime(self, camera_id: str) -> None:
@@ -193,6 +215,8 @@ class Service:
     def camera_view(self, camera: Camera) -> dict[str, Any]:
         view = public_view(camera.config)
         view.update(camera.status())
+        view["probe"] = self.probes.view(camera.id)
+        view["compliance"] = compliance_of(self, camera).as_dict()
         return view
 
     def rejected_entries(self) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ with one line that names the variable, the value and what is allowed.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,8 +19,10 @@ import msgspec
 ENV_PREFIX = "PANTAU_"
 
 
-def _meta(description: str, unit: str = "", **constraints: Any) -> msgspec.Meta:
-    return msgspec.Meta(description=description, extra={"unit": unit}, **constraints)
+def _meta(description: str, unit: str = "", allowed: str = "", **constraints: Any) -> msgspec.Meta:
+    """Describe a setting; ``allowed`` replaces the generated "Allowed:" text where that would be unclear."""
+    extra = {"unit": unit, "allowed": allowed} if allowed else {"unit": unit}
+    return msgspec.Meta(description=description, extra=extra, **constraints)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +100,67 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], _meta("Lowest level that is logged.")
     ] = "info"
+    # --- camera facts, the minimum-resolution rule and bulk registration ---
+    probe_interval_hours: Annotated[
+        float,
+        _meta(
+            "Probe on_demand cameras at start-up, when added, and again after this long without a probe "
+            "(live cameras are measured on their running session). 0 turns scheduled probes off; cameras "
+            "are still probed whenever they connect.",
+            "h",
+            ge=0,
+        ),
+    ] = 24.0
+    probe_window_seconds: Annotated[
+        float,
+        _meta(
+            "Stream time a probe measures, from a keyframe to the first keyframe after this long, so that "
+            "frame rate and bit rate cover whole GOPs. A probe gives up waiting for that keyframe after "
+            "three times this long.",
+            "s",
+            ge=2,
+            le=120,
+        ),
+    ] = 10.0
+    probe_concurrency: Annotated[
+        int, _meta("Scheduled probes that may run at the same time.", "probes", ge=1, le=256)
+    ] = 8
+    min_pixels: Annotated[
+        int,
+        _meta(
+            "Minimum width x height of a swasta camera's video under the resolution rule. The default is "
+            "2560x1440, the smallest resolution sold as 4 MP.",
+            "pixels",
+            ge=1,
+        ),
+    ] = 3686400
+    min_pixels_since: Annotated[
+        datetime.date | None,
+        _meta(
+            "The rule applies to swasta cameras installed on or after this date (installed_on); empty "
+            "applies it to every swasta camera.",
+            "date",
+            allowed="a date YYYY-MM-DD, or empty",
+        ),
+    ] = None
+    import_area: Annotated[
+        str,
+        _meta(
+            "Plausible camera coordinates for the CSV import: lat_min,lat_max,lon_min,lon_max in decimal "
+            "degrees. The default is Badung Regency with about 3 km margin.",
+            "degrees",
+            pattern=r"^\s*-?\d+(\.\d+)?\s*(,\s*-?\d+(\.\d+)?\s*){3}$",
+            allowed="four decimal numbers lat_min,lat_max,lon_min,lon_max",
+        ),
+    ] = "-8.88,-8.20,115.05,115.28"
+    import_kecamatan: Annotated[
+        str,
+        _meta(
+            "Comma-separated kecamatan names the CSV import accepts, matched without regard to case or "
+            "spacing and stored as written here. Empty accepts any name.",
+            "names",
+        ),
+    ] = "Kuta Selatan,Kuta,Kuta Utara,Mengwi,Abiansemal,Petang"
 
     @property
     def cameras_path(self) -> Path:
@@ -124,6 +188,8 @@ def _field_meta(annotation: Any) -> tuple[Any, msgspec.Meta | None]:
 def describe_allowed(annotation: Any) -> str:
     """Describe the values a setting accepts, in words for error and help text."""
     base, meta = _field_meta(annotation)
+    if meta is not None and meta.extra and meta.extra.get("allowed"):
+        return meta.extra["allowed"]
     if get_origin(base) is Literal:
         return "one of " + ", ".join(str(choice) for choice in get_args(base))
     kind = {int: "an integer", float: "a number", str: "text", bool: "true or false"}.get(base, str(base))
@@ -165,6 +231,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if raw is None:
             continue
         raw = raw.strip()
+        if raw == "" and _default is None:
+            values[name] = None  # an empty optional setting means "not set"
+            continue
         try:
             values[name] = msgspec.convert(raw, annotation, strict=False)
         except msgspec.ValidationError as exc:
@@ -187,7 +256,7 @@ def help_table() -> str:
     for name, annotation, default, meta in settings_fields():
         unit = (meta.extra or {}).get("unit", "") if meta else ""
         description = meta.description if meta and meta.description else ""
-        shown_default = default if default != "" else '""'
+        shown_default = '""' if default in ("", None) else default
         unit_text = f" [{unit}]" if unit else ""
         lines.append(f"  {env_name(name)}={shown_default}{unit_text}")
         lines.append(f"      {description} Allowed: {describe_allowed(annotation)}.")

@@ -279,4 +279,8 @@ def create_app(service: Service) -> web.Application:
     app.router.add_put("/api/cameras/{id}", put_camera)
     app.router.add_delete("/api/cameras/{id}", delete_camera)
     app.router.add_get("/live/{id}.flv", live_flv)
+
+    from relay.web_registry import add_registry_routes  # it imports this module's helpers
+
+    add_registry_routes(app)
     return app

@@ -159,6 +159,9 @@ class Pantau:
                 "PANTAU_DATA_DIR": str(self.data_dir),
                 "PANTAU_LOG_FORMAT": "json",
                 "PANTAU_LOG_LEVEL": "debug",
+                # Start-up probes would connect on_demand cameras that a test expects idle,
+                # and add upstream connections to its counts; probe tests turn them on.
+                "PANTAU_PROBE_INTERVAL_HOURS": "0",
             }
         )
         env.update(self.env)
