@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 from relay.camera import Camera
 from relay.cameras import CameraConfig, CameraStore, CameraStoreError, EntryError, public_view
 from relay.fanout import FlvFanout
+from relay.hls import HlsStream
 from relay.logs import get_logger
 from relay.settings import Settings
 
@@ -22,6 +24,8 @@ class Service:
         self.cameras: dict[str, Camera] = {}
         self.ephemeral: set[str] = set()  # cameras not written to the file (the demo camera)
         self.flv: dict[str, FlvFanout] = {}
+        self.hls: dict[tuple[str, str], HlsStream] = {}  # (camera id, "fmp4" or "ts")
+        self._hls_next_sequence: dict[tuple[str, str], int] = {}
         self.ready = False
         self.log = get_logger()
 
@@ -122,6 +126,27 @@ class Service:
         if fanout is not None and not fanout.clients:
             del self.flv[camera.id]
             camera.remove_sink(fanout)
+
+    def hls_stream(self, camera: Camera, fmt: str) -> HlsStream:
+        """Return the camera's running HLS output in ``fmt``, starting it when there is none.
+
+        Media sequence numbers start at the Unix time or where the camera's
+        previous HLS output stopped, whichever is larger, so they do not go
+        backwards when the output or Pantau restarts (unless the clock does).
+        """
+        key = (camera.id, fmt)
+        stream = self.hls.get(key)
+        if stream is None:
+            first = max(int(time.time()), self._hls_next_sequence.get(key, 0))
+            stream = HlsStream(camera, fmt, first, self._hls_stopped)
+            self.hls[key] = stream
+        return stream
+
+    def _hls_stopped(self, stream: HlsStream) -> None:
+        key = (stream.camera.id, stream.fmt)
+        if self.hls.get(key) is stream:
+            del self.hls[key]
+        self._hls_next_sequence[key] = stream.next_sequence
 
     # --- views --------------------------------------------------------------------
 

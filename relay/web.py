@@ -234,4 +234,10 @@ def create_app(service: Service) -> web.Application:
     app.router.add_put("/api/cameras/{id}", put_camera)
     app.router.add_delete("/api/cameras/{id}", delete_camera)
     app.router.add_get("/live/{id}.flv", live_flv)
+    # Imported here because these modules import this one for its helpers.
+    from relay.hls_http import add_hls_routes
+    from relay.status_page import add_status_page_routes
+
+    add_hls_routes(app)
+    add_status_page_routes(app)
     return app
