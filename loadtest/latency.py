@@ -185,6 +185,7 @@ def measure_browser(base: str, seconds: float, kind: str) -> list[float]:
 def start_services(workdir: Path, clip: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
     rtsp_port = free_port()
     http_port = free_port()
+
     log = open(workdir / "services.log", "wb")  # noqa: SIM115 - inherited by the children
     simulator = subprocess.Popen(
         [sys.executable, "-m", "loadtest.simulator", "--send-time-sei", "--clip", clip, "--port", str(rtsp_port)],
@@ -199,10 +200,12 @@ def start_services(workdir: Path, clip: str) -> tuple[subprocess.Popen[bytes], s
         "mode": "always",
     }]
     (workdir / "cameras.yaml").write_text(json.dumps(cameras))
+
     env = dict(os.environ, PANTAU_HTTP_HOST="127.0.0.1", PANTAU_HTTP_PORT=str(http_port),
                PANTAU_DATA_DIR=str(workdir))
     pantau = subprocess.Popen([sys.executable, "-m", "relay", "serve"], stdout=log, stderr=log, env=env)
     base = f"http://127.0.0.1:{http_port}"
+
     deadline = time.time() + 30
     while time.time() < deadline:
         try:

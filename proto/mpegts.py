@@ -149,8 +149,14 @@ class TsMuxer:
         while first or position < total:
             adaptation = b""
             if first and (pcr is not None or random_access):
-                flags = (0x40 if random_access else 0) | (0x10 if pcr is not None else 0)
-                field = bytes((flags,)) + (_pcr(pcr) if pcr is not None else b"")
+                flags = 0
+                field = b""
+                if random_access:
+                    flags |= 0x40
+                if pcr is not None:
+                    flags |= 0x10
+                    field = _pcr(pcr)
+                field = bytes((flags,)) + field
                 adaptation = bytes((len(field),)) + field
             room = PACKET_SIZE - 4 - len(adaptation)
             remaining = total - position

@@ -34,8 +34,8 @@ FORMATS = ("fmp4", "ts")
 # A keyframe ends a segment once it reached this share of the target length.
 CUT_AT_TARGET_SHARE = 0.9
 # A camera that sends no keyframe for this long (or this many bytes) gets its
-# segment cut anyway, so memory stays bounded; the next segment then starts
-# without a keyframe and the playlist drops EXT-X-INDEPENDENT-SEGMENTS.
+# segment cut anyway, so that memory stays bounded. The next segment then
+# starts without a keyframe, and the playlist drops EXT-X-INDEPENDENT-SEGMENTS.
 MAX_SEGMENT_SECONDS = 30.0
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 
@@ -132,6 +132,7 @@ class HlsStream:
         self.log = get_logger(camera_id=camera.id, output=f"hls_{fmt}")
         self._loop = asyncio.get_running_loop()
         self._on_stop = on_stop
+
         self.window = self.settings.hls_window
         self.segments: deque[Segment] = deque()
         self.next_sequence = first_sequence
@@ -139,6 +140,7 @@ class HlsStream:
         # Announced EXT-X-TARGETDURATION; raised only when a segment would exceed it.
         self.target_duration = max(1, rounded_duration(self.settings.hls_segment_seconds))
         self._cut_ticks = int(self.settings.hls_segment_seconds * CUT_AT_TARGET_SHARE * TIMEBASE)
+
         self._writer: SegmentWriter | None = None
         self._config_key: tuple[object, ...] | None = None
         self._inits: dict[str, bytes] = {}
@@ -151,6 +153,7 @@ class HlsStream:
         self._pending_bytes = 0
         self._pending_independent = True
         self._discontinuity_next = False
+
         self._first_segment = asyncio.Event()
         self._playlist_cache: bytes | None = None
         self.stream_ended_at: float | None = None  # loop time the camera's stream ended, until it resumes
@@ -158,6 +161,7 @@ class HlsStream:
         self.requests = 0
         self._waiting_requests = 0  # playlist requests waiting for the first segment
         self.stopped = False
+
         self._lease = camera.acquire("hls")
         self._idle_handle = self._loop.call_later(self.settings.idle_close_seconds, self._check_idle)
         self.log.info("hls_started", first_sequence=first_sequence)
@@ -256,6 +260,7 @@ class HlsStream:
         data = self._writer.cut(next_video_dts)
         if data is None:
             return
+
         end = next_video_dts if next_video_dts is not None else self._last_dts + self._last_video_duration
         duration = max(1, end - self._start_dts) / TIMEBASE
         segment = Segment(
@@ -270,6 +275,7 @@ class HlsStream:
         self._discontinuity_next = False
         self.next_sequence += 1
         self._pending_bytes = 0
+
         if rounded_duration(duration) > self.target_duration:
             # The camera's GOP is longer than the announced target: keep the tag true.
             self.log.warning(

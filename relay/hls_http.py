@@ -20,6 +20,7 @@ from aiohttp import web
 
 from relay.camera import Camera, CameraUnavailable
 from relay.hls import HlsStream
+from relay.logs import get_logger
 from relay.web import camera_or_404, json_error, service_of, unsupported_codec
 
 CORS_HEADERS = {
@@ -37,6 +38,8 @@ PLAYLIST_HEADERS = {
 # A segment or init URL always names the same bytes.
 SEGMENT_CACHE_CONTROL = "max-age=86400, immutable"
 SEGMENT_CONTENT_TYPES = {"fmp4": "video/iso.segment", "ts": "video/mp2t"}
+
+log = get_logger(component="hls_http")
 
 
 def _format_refused(camera: Camera, fmt: str) -> web.Response | None:
@@ -68,6 +71,7 @@ async def _playlist(request: web.Request, fmt: str) -> web.Response:
     try:
         await stream.wait_first_segment(service.settings.hls_first_segment_wait_seconds)
     except CameraUnavailable as exc:
+        log.info("hls_playlist_unavailable", camera_id=camera.id, format=fmt, error=exc.code, reason=exc.reason)
         refused = _format_refused(camera, fmt)
         if refused is not None:
             return refused
@@ -75,7 +79,7 @@ async def _playlist(request: web.Request, fmt: str) -> web.Response:
 
     hold = service.settings.outage_hold_seconds
     if stream.offline_seconds() > hold:
-        # Old segments would play as if live; say that the camera is gone instead.
+        # Old segments would play as if live, so report that the camera is gone instead.
         error = camera.last_error or {"code": "camera_offline", "reason": "the camera stopped sending video"}
         reason = f"camera offline for {stream.offline_seconds():.0f} s, retrying: {error['reason']}"
         return json_error(503, "camera_offline", reason)
@@ -148,7 +152,7 @@ async def fmp4_init(request: web.Request) -> web.Response:
 
 
 async def preflight(request: web.Request) -> web.Response:
-    """Answer a CORS preflight, which a player sends before a request with an Authorization header."""
+    """Reply to a CORS preflight, which a browser sends before a request with an Authorization header."""
     return web.Response(status=204, headers=CORS_HEADERS)
 
 

@@ -3,7 +3,7 @@
 The page itself (``relay/static``) ships with Pantau. Its players, hls.js
 and mpegts.js, come from npm (pinned in ``package.json``, installed by
 ``npm ci``) and are served from ``node_modules`` by Pantau, so the page
-needs no internet access. When they are missing, their URLs answer 404 with
+needs no internet access. When they are missing, their URLs return 404 with
 the fix, the page says so, and everything else keeps working.
 """
 

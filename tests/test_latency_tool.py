@@ -9,7 +9,7 @@ import sys
 from tests.support import REPO
 
 
-def test_latency_tool_reads_send_time_from_flv_and_hls():
+def test_latency_tool_reads_send_times():
     result = subprocess.run(
         [sys.executable, "-m", "loadtest.latency", "--seconds", "8"],
         capture_output=True,

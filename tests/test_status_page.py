@@ -191,3 +191,50 @@ def test_status_page_without_players_says_how_to_install(gst, tmp_path):
     assert body["error"] == "player_not_installed"
     assert "npm ci" in body["reason"]
     assert warnings and set(warnings[0]["packages"]) == {"hls.js", "mpegts.js"}
+
+
+def test_status_page_player_explains_camera_outage(own_gst, pantau, tmp_path):
+    server = GstRtspServer({"/cam": "d1"}).start()
+    own_gst.append(server)
+    instance = Pantau(data_dir=tmp_path / "data", cameras=[camera_entry("cam", server.url("/cam"), mode="always")])
+    pantau.append(instance)
+    instance.start()
+    instance.wait_state("cam", "live")
+    card = '[data-camera-id="cam"]'
+
+    with chromium_page(tmp_path / "profile") as page:
+        page.goto(instance.base + "/")
+        page.wait_for_selector(f"{card} .state")
+        page.click(f'{card} [data-play="flv"]')
+        page.wait_for_function(
+            "(selector) => document.querySelector(selector + ' video').currentTime > 1", arg=card, timeout=PLAY_TIMEOUT_MS
+        )
+        server.stop()
+        page.wait_for_function(
+            "(selector) => document.querySelector(selector + ' .state').textContent === 'Offline'",
+            arg=card,
+            timeout=40_000,
+        )
+        page.wait_for_timeout(4_000)  # one more refresh of the page
+        overlay = page.inner_text(f"{card} .overlay")
+        message = page.inner_text(f"{card} .message")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "status-page-outage.png"), full_page=True)
+
+        restarted = GstRtspServer({"/cam": "d1"}, port=server.port).start()
+        own_gst.append(restarted)
+        page.wait_for_function(
+            """(selector) => {
+                const video = document.querySelector(selector + ' video');
+                return document.querySelector(selector + ' .overlay').hidden && video.currentTime > 1;
+            }""",
+            arg=card,
+            timeout=PLAY_TIMEOUT_MS,
+        )
+        width = page.evaluate("(selector) => document.querySelector(selector + ' video').videoWidth", card)
+
+    assert overlay.startswith("Kamera offline"), overlay
+    assert "otomatis" in overlay
+    assert message.startswith("Kamera offline sejak"), message
+    assert "Penyebab:" in message
+    assert width == 768

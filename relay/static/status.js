@@ -218,6 +218,7 @@ class Player {
     this.lastTime = 0;
     this.lastProgress = 0;
     this.waitingForCamera = false;
+    this.overlayMessage = null;
     this.video.addEventListener("playing", () => this.hideOverlay());
     this.video.addEventListener("timeupdate", () => {
       if (this.video.currentTime !== this.lastTime) {
@@ -233,10 +234,10 @@ class Player {
     this.box.classList.add("active");
     this.waitingForCamera = false;
     if (!playerAvailable(kind)) {
-      this.showOverlay(t("player_missing", { name: kind === "hls" ? "hls.js" : "mpegts.js" }));
+      this.showOverlay("player_missing", { name: kind === "hls" ? "hls.js" : "mpegts.js" });
       return;
     }
-    this.showOverlay(t("player_loading"));
+    this.showOverlay("player_loading");
     this.lastProgress = Date.now();
     const urls = streamUrls(this.card.id);
     if (kind === "hls") this.startHls(urls.hls);
@@ -251,7 +252,7 @@ class Player {
         this.video.play().catch(() => {});
         return;
       }
-      this.showOverlay(t("player_unsupported"));
+      this.showOverlay("player_unsupported");
       return;
     }
     const headers = authHeaders();
@@ -272,7 +273,7 @@ class Player {
   startFlv(url) {
     const mpegts = window.mpegts;
     if (!mpegts.getFeatureList().mseLivePlayback) {
-      this.showOverlay(t("player_unsupported"));
+      this.showOverlay("player_unsupported");
       return;
     }
     const player = mpegts.createPlayer(
@@ -303,14 +304,14 @@ class Player {
       this.waitForCamera();
       return;
     }
-    this.showOverlay(t("player_error", { detail, seconds: PLAYER_RETRY_SECONDS }));
+    this.showOverlay("player_error", { detail, seconds: PLAYER_RETRY_SECONDS });
     this.retryTimer = setTimeout(() => this.kind && this.start(this.kind), PLAYER_RETRY_SECONDS * 1000);
   }
 
   waitForCamera() {
     this.stopEngine();
     this.waitingForCamera = true;
-    this.showOverlay(t("player_waiting_camera"));
+    this.showOverlay("player_waiting_camera");
   }
 
   // Called after every status refresh with the camera's new state.
@@ -321,8 +322,8 @@ class Player {
     } else if (state === "live" && this.waitingForCamera) {
       this.start(this.kind);
     } else if (this.engine && state === "live" && Date.now() - this.lastProgress > STALL_SECONDS * 1000) {
-      this.showOverlay(t("player_stalled", { seconds: STALL_SECONDS }));
       this.start(this.kind);
+      this.showOverlay("player_stalled", { seconds: STALL_SECONDS });
     }
   }
 
@@ -349,8 +350,10 @@ class Player {
     this.box.classList.remove("active");
   }
 
-  showOverlay(text) {
-    this.overlay.textContent = text;
+  // Show a message over the video; the key and values let a language switch redraw it.
+  showOverlay(key, values = {}) {
+    this.overlayMessage = [key, values];
+    this.overlay.textContent = t(key, values);
     this.overlay.hidden = false;
   }
 
@@ -359,10 +362,7 @@ class Player {
   }
 
   retranslate() {
-    if (!this.overlay.hidden && this.kind) {
-      // Messages are rebuilt on the next event; the loading text is the common case.
-      if (this.waitingForCamera) this.showOverlay(t("player_waiting_camera"));
-    }
+    if (!this.overlay.hidden && this.overlayMessage) this.showOverlay(...this.overlayMessage);
   }
 }
 
