@@ -21,15 +21,7 @@ from tests.support import (
     ffprobe_frames,
     http_get,
 )
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+from tests.test_lifecycle import wait_until
 
 
 class PollingPlayer:
@@ -113,7 +105,7 @@ def test_hls_fmp4_decodes_in_ffprobe(clip, gst, pantau, tmp_path):
 def test_hls_mpegts_decodes_h264_in_ffprobe(gst, pantau, tmp_path):
     instance = start_pantau(pantau, tmp_path, [camera_entry("cam", gst.url("/h264"))])
 
-    status, headers, body = http_get(f"{instance.base}/live/cam/ts/index.m3u8")
+    status, _, body = http_get(f"{instance.base}/live/cam/ts/index.m3u8")
     playlist = parse_media_playlist(body.decode())
     probed = ffprobe_frames(f"{instance.base}/live/cam/ts/index.m3u8", packets=45)
 

@@ -7,27 +7,14 @@ import io
 import av
 import pytest
 
-from loadtest.clip import load_clip
-from proto.aac import parse_audio_specific_config
 from proto.hls import parse_media_playlist, rounded_duration
 from relay.camera import Camera
 from relay.cameras import CameraConfig, Owner
 from relay.hls import HlsStream
-from relay.media import TIMEBASE, AudioInfo, Frame, h264_video_info, h265_video_info
+from relay.media import TIMEBASE, Frame
 from relay.settings import Settings
 from tests.support import CLIP_SIZES, CLIPS, MEDIA
-from tests.test_fmp4 import clip_frames
-
-
-def clip_stream_info(name: str):
-    clip = load_clip(MEDIA / CLIPS[name])
-    sets = clip.parameter_sets
-    video = h264_video_info(sets[0], sets[1:]) if clip.codec == "h264" else h265_video_info(*sets)
-    audio = None
-    if clip.audio_config:
-        config = parse_audio_specific_config(clip.audio_config)
-        audio = AudioInfo("aac", config.sample_rate, config.channels, config, clip.audio_config)
-    return video, audio
+from tests.test_fmp4 import clip_frames, clip_stream_info
 
 
 def make_stream(fmt: str, **settings) -> HlsStream:
