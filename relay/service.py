@@ -130,14 +130,16 @@ class Service:
     def hls_stream(self, camera: Camera, fmt: str) -> HlsStream:
         """Return the camera's running HLS output in ``fmt``, starting it when there is none.
 
-        Media sequence numbers start at the Unix time or where the camera's
-        previous HLS output stopped, whichever is larger, so they do not go
+        Media sequence numbers start at the Unix time in tenths of a second, or
+        where the camera's previous HLS output stopped if that is larger. A
+        segment lasts at least 0.9 s unless an outage or new camera parameters
+        cut it short, so the numbers stay below the clock and do not go
         backwards when the output or Pantau restarts (unless the clock does).
         """
         key = (camera.id, fmt)
         stream = self.hls.get(key)
         if stream is None:
-            first = max(int(time.time()), self._hls_next_sequence.get(key, 0))
+            first = max(int(time.time() * 10), self._hls_next_sequence.get(key, 0))
             stream = HlsStream(camera, fmt, first, self._hls_stopped)
             self.hls[key] = stream
         return stream
