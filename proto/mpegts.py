@@ -122,6 +122,8 @@ class TsMuxer:
             header = b"\x80\x05" + _timestamp(0x2, pts)
         # A video PES may leave its length 0 (unbounded); larger frames must.
         pes = b"\x00\x00\x01" + bytes((STREAM_ID_VIDEO,)) + b"\x00\x00" + b"\x80" + header + annexb
+        # NOTE: the PCR rides only on video, so below 10 fps it comes less often
+        # than the 100 ms ISO 13818-1 recommends; HLS players tested here do not mind.
         pcr = max(0, dts - PCR_DELAY_TICKS)
         return self._packetize(PID_VIDEO, pes, pcr=pcr, random_access=key)
 
