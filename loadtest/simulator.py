@@ -22,6 +22,7 @@ import hashlib
 import os
 import random
 import struct
+import time
 from collections.abc import Callable
 from typing import cast
 from dataclasses import dataclass, field
@@ -34,6 +35,20 @@ PHASE_SLOTS = 8
 MAX_SEND_BUFFER = 4 * 1024 * 1024  # above this a session skips frames, as a camera would
 _RTP_FIELDS = struct.Struct(">HII")  # sequence number, timestamp, SSRC
 
+# SEI user_data_unregistered (payload type 5) carrying the send time, for
+# latency measurements: this UUID, then the Unix time in microseconds as 16
+# ASCII digits. ASCII has no zero bytes, so no emulation prevention is needed.
+SEND_TIME_UUID = b"PantauSendTimeUS"
+SEND_TIME_DIGITS = 16
+
+
+def send_time_sei(codec: str) -> tuple[bytes, int]:
+    """Return an SEI NAL unit with a placeholder send time, and the offset of its digits."""
+    header = b"\x06" if codec == "h264" else bytes((39 << 1, 0x01))  # H.265: prefix SEI
+    payload = SEND_TIME_UUID + b"0" * SEND_TIME_DIGITS
+    nal = header + bytes((5, len(payload))) + payload + b"\x80"
+    return nal, len(header) + 2 + len(SEND_TIME_UUID)
+
 
 @dataclass(slots=True)
 class FrameTemplate:
@@ -43,17 +58,28 @@ class FrameTemplate:
     video_offsets: list[int]  # offset of each video packet's sequence number
     audio_offsets: list[tuple[int, int]]  # (offset, audio clock timestamp)
     pts: int
+    send_time_offset: int = -1  # offset of the send-time digits of the SEI, -1 without one
 
 
-def build_templates(clip: Clip) -> list[FrameTemplate]:
+def build_templates(clip: Clip, with_send_time: bool = False) -> list[FrameTemplate]:
     templates = []
+    sei, digits_offset = send_time_sei(clip.codec)
     for frame in clip.frames:
         parts: list[bytes] = []
         video_offsets: list[int] = []
         audio_offsets: list[tuple[int, int]] = []
         offset = 0
-        for index, payload in enumerate(frame.payloads):
-            marker = 0x80 if index == len(frame.payloads) - 1 else 0
+        payloads = list(frame.payloads)
+        sei_index = -1
+        if with_send_time:
+            # After the in-band parameter sets of a keyframe, before the first slice.
+            sei_index = len(clip.parameter_sets) if frame.key else 0
+            payloads.insert(sei_index, sei)
+        send_time_offset = -1
+        for index, payload in enumerate(payloads):
+            marker = 0x80 if index == len(payloads) - 1 else 0
+            if index == sei_index:
+                send_time_offset = offset + 4 + 12 + digits_offset
             packet = bytes((0x80, marker | 96)) + b"\x00" * 10 + payload
             parts.append(b"$\x00" + struct.pack(">H", len(packet)) + packet)
             video_offsets.append(offset + 4 + 2)
@@ -63,7 +89,7 @@ def build_templates(clip: Clip) -> list[FrameTemplate]:
             parts.append(b"$\x02" + struct.pack(">H", len(packet)) + packet)
             audio_offsets.append((offset + 4 + 2, audio_ts))
             offset += 4 + len(packet)
-        templates.append(FrameTemplate(b"".join(parts), video_offsets, audio_offsets, frame.pts))
+        templates.append(FrameTemplate(b"".join(parts), video_offsets, audio_offsets, frame.pts, send_time_offset))
     return templates
 
 
@@ -125,6 +151,9 @@ class Session:
             for offset, audio_ts in template.audio_offsets:
                 pack(buf, offset, self.seq_audio, (self.ts_audio + audio_loop + audio_ts) & 0xFFFFFFFF, self.ssrc_audio)
                 self.seq_audio = (self.seq_audio + 1) & 0xFFFF
+            if template.send_time_offset >= 0:
+                position = template.send_time_offset
+                buf[position : position + SEND_TIME_DIGITS] = b"%016d" % int(time.time() * 1_000_000)
             self.transport.write(buf)
             self.frames_sent += 1
             written = len(buf)
@@ -149,9 +178,13 @@ class SimulatorServer:
         any_path: Clip | None = None,
         credentials: tuple[str, str] | None = None,
         faults: Callable[[str], Faults] | None = None,
+        send_time_sei: bool = False,
     ) -> None:
-        self._mounts = {path: Mount(clip, build_templates(clip)) for path, clip in (mounts or {}).items()}
-        self._any_path = Mount(any_path, build_templates(any_path)) if any_path else None
+        """``send_time_sei`` adds an SEI with the send time to every frame (see ``SEND_TIME_UUID``)."""
+        self._mounts = {
+            path: Mount(clip, build_templates(clip, send_time_sei)) for path, clip in (mounts or {}).items()
+        }
+        self._any_path = Mount(any_path, build_templates(any_path, send_time_sei)) if any_path else None
         self._credentials = credentials
         self._faults = faults or (lambda _path: Faults())
         self._slots: list[list[Session]] = [[] for _ in range(PHASE_SLOTS)]
@@ -394,7 +427,7 @@ DEMO_CLIP = MEDIA_DIR / "street-4mp-h264.mp4"
 
 async def _serve(args: argparse.Namespace) -> None:
     clip = load_clip(args.clip)
-    server = SimulatorServer(any_path=clip)
+    server = SimulatorServer(any_path=clip, send_time_sei=args.send_time_sei)
     await server.start(args.host, args.port)
     print(f"serving {clip.path.name} ({clip.codec} {clip.width}x{clip.height}) at rtsp://{args.host}:{server.port}/ANY-PATH", flush=True)
     try:
@@ -408,6 +441,11 @@ def main() -> None:
     parser.add_argument("--clip", default=str(DEMO_CLIP), help="MP4 clip (H.264 or H.265, optional AAC)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8554, help="RTSP port")
+    parser.add_argument(
+        "--send-time-sei",
+        action="store_true",
+        help="put an SEI with the send time (Unix microseconds) into every frame, for loadtest.latency",
+    )
     args = parser.parse_args()
     try:
         import uvloop

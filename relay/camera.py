@@ -51,6 +51,7 @@ STATUS_FIELDS = (
     "audio_sample_rate",
     "audio_relayed",
     "timestamp_corrections",
+    "offline_since",
 )
 
 
@@ -128,6 +129,7 @@ class Camera:
         self.state = "idle"
         self.last_error: dict[str, Any] | None = None
         self.connected_since: datetime | None = None
+        self.offline_since: datetime | None = None  # first failure since the camera was last live
         self.retry_at: float | None = None
         self.reconnects = 0
         self.readers: dict[str, int] = {kind: 0 for kind in READER_KINDS}
@@ -362,6 +364,8 @@ class Camera:
 
     def _record_error(self, error: RtspError) -> None:
         self.last_error = {"code": error.code, "reason": error.reason, "at": _utc_now()}
+        if self.offline_since is None:
+            self.offline_since = datetime.now(UTC)
         self.log.warning("camera_error", error=error.code, reason=error.reason)
         self._fail_waiters(CameraUnavailable(error.code, error.reason))
 
@@ -421,6 +425,7 @@ class Camera:
 
     def on_session_started(self, description: dict[str, Any]) -> None:
         self.connected_since = datetime.now(UTC)
+        self.offline_since = None
         self._set_state("live")
         self.log.info("camera_connected", **description)
 
@@ -529,6 +534,7 @@ class Camera:
             "state": self.state,
             "last_error": self.last_error,
             "connected_since": _iso(self.connected_since),
+            "offline_since": _iso(self.offline_since),
             "retry_in_seconds": retry_in,
             "reconnects": self.reconnects,
             "readers": dict(self.readers),

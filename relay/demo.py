@@ -38,6 +38,8 @@ async def run_demo(settings: Settings) -> None:
             "\nPantau demo is running. Open the demo camera's live stream with:\n"
             f"  ffplay {base}/live/demo.flv\n"
             f"  vlc {base}/live/demo.flv\n"
+            f"  vlc {base}/live/demo/index.m3u8   (HLS)\n"
+            f"Status page (Halaman status): {base}/\n"
             f"Camera status: {base}/api/cameras/demo\n"
             "Stop with Ctrl+C.\n",
             file=sys.stderr,

@@ -6,12 +6,14 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import Callable, Iterable
+import time
 from typing import Any
 
 from relay.camera import STATUS_FIELDS, Camera
 from relay.compliance import compliance_of
 from relay.cameras import CameraConfig, CameraStore, CameraStoreError, EntryError, public_view
 from relay.fanout import FlvFanout
+from relay.hls import HlsStream
 from relay.logs import get_logger
 from relay.prober import ProbeManager
 from relay.settings import Settings
@@ -36,6 +38,8 @@ class Service:
         self.read_only_fields: set[str] = {*STATUS_FIELDS, "probe", "compliance"}
         # Callables that yield extra Prometheus metric families (see relay.metrics).
         self.metric_sources: list[Callable[[], Iterable[Any]]] = []
+        self.hls: dict[tuple[str, str], HlsStream] = {}  # (camera id, "fmp4" or "ts")
+        self._hls_next_sequence: dict[tuple[str, str], int] = {}
         self.ready = False
         self.log = get_logger()
         self.probes = ProbeManager(settings, self.cameras)
@@ -209,6 +213,29 @@ class Service:
                 totals[name] += getattr(fanout, name)
         totals["clients"] = len(fanout.clients) if fanout is not None else 0
         return totals
+
+    def hls_stream(self, camera: Camera, fmt: str) -> HlsStream:
+        """Return the camera's running HLS output in ``fmt``, starting it when there is none.
+
+        Media sequence numbers start at the Unix time in tenths of a second, or
+        where the camera's previous HLS output stopped if that is larger. A
+        segment lasts at least 0.9 s unless an outage or new camera parameters
+        cut it short, so the numbers stay below the clock and do not go
+        backwards when the output or Pantau restarts (unless the clock does).
+        """
+        key = (camera.id, fmt)
+        stream = self.hls.get(key)
+        if stream is None:
+            first = max(int(time.time() * 10), self._hls_next_sequence.get(key, 0))
+            stream = HlsStream(camera, fmt, first, self._hls_stopped)
+            self.hls[key] = stream
+        return stream
+
+    def _hls_stopped(self, stream: HlsStream) -> None:
+        key = (stream.camera.id, stream.fmt)
+        if self.hls.get(key) is stream:
+            del self.hls[key]
+        self._hls_next_sequence[key] = stream.next_sequence
 
     # --- views --------------------------------------------------------------------
 

@@ -94,6 +94,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             le=600,
         ),
     ] = 10.0
+    hls_segment_seconds: Annotated[
+        float,
+        _meta(
+            "Target length of an HLS segment. Segments are cut only at keyframes, so they follow "
+            "the camera's keyframe interval when it is longer.",
+            "s",
+            ge=1,
+            le=30,
+        ),
+    ] = 2.0
+    hls_window: Annotated[int, _meta("Number of segments an HLS playlist lists.", "segments", ge=3, le=60)] = 6
+    hls_first_segment_wait_seconds: Annotated[
+        float,
+        _meta(
+            "Limit for the wait of a first playlist request while the camera connects and its "
+            "first segment is cut; then the request gets 503.",
+            "s",
+            gt=0,
+            le=120,
+        ),
+    ] = 10.0
+    node_modules: Annotated[
+        str,
+        _meta(
+            "Directory with the npm packages hls.js and mpegts.js that the status page serves. "
+            "Empty means node_modules in the Pantau source tree, where npm ci puts them.",
+            "path",
+        ),
+    ] = ""
     log_format: Annotated[
         Literal["json", "console"], _meta("Log output: JSON lines, or readable text for a terminal.")
     ] = "json"

@@ -280,7 +280,12 @@ def create_app(service: Service) -> web.Application:
     app.router.add_delete("/api/cameras/{id}", delete_camera)
     app.router.add_get("/live/{id}.flv", live_flv)
 
-    from relay.web_registry import add_registry_routes  # it imports this module's helpers
+    # Imported here because these modules import this one for its helpers.
+    from relay.hls_http import add_hls_routes
+    from relay.status_page import add_status_page_routes
+    from relay.web_registry import add_registry_routes
 
     add_registry_routes(app)
+    add_hls_routes(app)
+    add_status_page_routes(app)
     return app

@@ -351,3 +351,47 @@ def flv_first_keyframe(base: str, path: str, timeout: float = 30) -> FlvTiming:
         raise AssertionError(f"no keyframe from {base}{path} within {timeout} s")
     finally:
         connection.close()
+
+
+@dataclass
+class Probed:
+    codec: str
+    width: int
+    height: int
+    frame_times: list[float]
+
+    @property
+    def frames(self) -> int:
+        return len(self.frame_times)
+
+
+def ffprobe_frames(source: str, packets: int | None = 45, timeout: float = 90, options: tuple[str, ...] = ()) -> Probed:
+    """Decode the first video stream of ``source`` with ffprobe and return its frames.
+
+    ``packets`` bounds how much of a live source is read; None reads to the end.
+    """
+    command = ["ffprobe", "-v", "error", *options, "-select_streams", "v:0",
+               "-show_entries", "stream=codec_name,width,height:frame=pts_time,best_effort_timestamp_time",
+               "-of", "json"]
+    if packets is not None:
+        command += ["-read_intervals", f"%+#{packets}"]
+    command.append(source)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"ffprobe failed on {source}: {result.stderr[-2000:]}"
+    report = json.loads(result.stdout)
+    stream = report["streams"][0]
+    times = []
+    for frame in report.get("frames", []):
+        value = frame.get("pts_time", frame.get("best_effort_timestamp_time"))
+        times.append(float(value) if value is not None else float("nan"))
+    return Probed(stream["codec_name"], stream["width"], stream["height"], times)
+
+
+def http_get(url: str, timeout: float = 30, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """Fetch ``url`` and return status, headers and body, also for 4xx and 5xx answers."""
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()

@@ -10,7 +10,7 @@ import pytest
 from loadtest.clip import load_clip
 from proto.aac import parse_audio_specific_config
 from relay.fmp4 import Fmp4Muxer
-from relay.media import TIMEBASE, AudioInfo, Frame, h264_video_info, h265_video_info
+from relay.media import TIMEBASE, AudioInfo, Frame, VideoInfo, h264_video_info, h265_video_info
 from tests.support import CLIP_SIZES, CLIPS, MEDIA
 
 
@@ -33,16 +33,22 @@ def clip_frames(path: str) -> list[Frame]:
     return frames
 
 
-@pytest.mark.parametrize("name", ["h264", "h265", "aac", "bframes"])
-def test_fragmented_mp4_decodes(name):
-    path = str(MEDIA / CLIPS[name])
-    clip = load_clip(path)
+def clip_stream_info(name: str) -> tuple[VideoInfo, AudioInfo | None]:
+    """Describe a clip's tracks as ingest does, from its parameter sets and AudioSpecificConfig."""
+    clip = load_clip(MEDIA / CLIPS[name])
     sets = clip.parameter_sets
     video = h264_video_info(sets[0], sets[1:]) if clip.codec == "h264" else h265_video_info(*sets)
     audio = None
     if clip.audio_config:
         config = parse_audio_specific_config(clip.audio_config)
         audio = AudioInfo("aac", config.sample_rate, config.channels, config, clip.audio_config)
+    return video, audio
+
+
+@pytest.mark.parametrize("name", ["h264", "h265", "aac", "bframes"])
+def test_fragmented_mp4_decodes(name):
+    path = str(MEDIA / CLIPS[name])
+    video, audio = clip_stream_info(name)
     muxer = Fmp4Muxer(video, audio)
     data = bytearray(muxer.init_segment())
     frames = clip_frames(path)
