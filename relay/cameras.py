@@ -48,6 +48,8 @@ class CameraConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     location: Location | None = None
     mode: Literal["on_demand", "always"] = "on_demand"
     transport: Literal["tcp", "udp"] = "tcp"
+    record: bool = False
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
 
 
 def validate_camera_url(url: str) -> None:
@@ -105,6 +107,12 @@ def parse_entry(raw: Any) -> CameraConfig:
         validate_camera_url(config.url)
     except ValueError as exc:
         raise EntryInvalid(EntryError(camera_id, "url", f"URL {exc}")) from exc
+    if config.record and config.mode != "always":
+        reason = (
+            "record: true requires mode: always, because an on_demand camera is connected "
+            "only while someone watches"
+        )
+        raise EntryInvalid(EntryError(camera_id, "record", reason))
     return config
 
 

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from typing import Any
 
+from recorder.recorder import Recorder
 from relay.camera import Camera
 from relay.cameras import CameraConfig, CameraStore, CameraStoreError, EntryError, public_view
 from relay.fanout import FlvFanout
@@ -24,8 +25,13 @@ class Service:
         self.flv: dict[str, FlvFanout] = {}
         self.ready = False
         self.log = get_logger()
+        self.recorder = Recorder(settings)
 
     async def start(self) -> None:
+        try:
+            await self.recorder.start()
+        except Exception as exc:  # recording is lost, live video must still run
+            self.log.exception("recorder_unavailable", reason=str(exc))
         self.store.load()
         if self.store.file_error:
             self.log.error("cameras_file_invalid", path=str(self.store.path), reason=self.store.file_error)
@@ -33,6 +39,8 @@ class Service:
             self._log_rejected(error)
         for config in self.store.cameras.values():
             self._start_camera(config)
+        if self.recorder.started:
+            self.recorder.cameras_loaded()
         self.log.info(
             "cameras_loaded",
             path=str(self.store.path),
@@ -47,6 +55,7 @@ class Service:
     async def stop(self) -> None:
         """End every client and upstream; used on SIGTERM."""
         self.ready = False
+        await self.recorder.stop()
         for fanout in list(self.flv.values()):
             fanout.on_camera_removed()
         await asyncio.gather(*(camera.stop() for camera in self.cameras.values()), return_exceptions=True)
@@ -55,6 +64,7 @@ class Service:
         camera = Camera(config, self.settings)
         self.cameras[config.id] = camera
         camera.start()
+        self.recorder.camera_started(camera)
         return camera
 
     def add_ephemeral_camera(self, config: CameraConfig) -> Camera:
@@ -78,10 +88,11 @@ class Service:
             self.log.info("camera_added", camera_id=config.id)
             return True
         if Camera.needs_restart(existing.config, config):
-            await self._remove_runtime(config.id)
+            await self._remove_runtime(config.id, restarting=True)
             self._start_camera(config)
         else:
             existing.update_config(config)
+            self.recorder.camera_started(existing)
         self.log.info("camera_updated", camera_id=config.id)
         return False
 
@@ -92,7 +103,8 @@ class Service:
         await self._remove_runtime(camera_id)
         self.log.info("camera_deleted", camera_id=camera_id)
 
-    async def _remove_runtime(self, camera_id: str) -> None:
+    async def _remove_runtime(self, camera_id: str, restarting: bool = False) -> None:
+        self.recorder.camera_stopped(camera_id, restarting)
         camera = self.cameras.pop(camera_id, None)
         fanout = self.flv.pop(camera_id, None)
         if fanout is not None:

@@ -79,6 +79,37 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _meta("A live client that has skipped frames for this long without catching up is disconnected.", "s", gt=0),
     ] = 10.0
+    segment_seconds: Annotated[
+        float,
+        _meta("A recording segment is cut at the first keyframe after this long.", "s", ge=1, le=3600),
+    ] = 60.0
+    retention_days: Annotated[
+        float,
+        _meta("Recordings older than this are deleted, unless the camera sets retention_days.", "days", gt=0),
+    ] = 30.0
+    retention_max_bytes: Annotated[
+        int,
+        _meta("Quota for all recordings together; the oldest go first. 0 means no quota.", "bytes", ge=0),
+    ] = 0
+    min_free_bytes: Annotated[
+        int,
+        _meta("Below this much free space on the recordings disk the oldest segments go first.", "bytes", ge=0),
+    ] = 5_000_000_000
+    retention_interval_seconds: Annotated[
+        float, _meta("Pause between two retention runs.", "s", ge=0.5)
+    ] = 60.0
+    record_queue_bytes: Annotated[
+        int,
+        _meta(
+            "Limit of recording data waiting for the disk; beyond it a camera's segment is closed "
+            "and a disk_slow gap recorded.",
+            "bytes",
+            ge=1048576,
+        ),
+    ] = 128 * 1024 * 1024
+    export_max_seconds: Annotated[
+        float, _meta("Longest time range of a recording listing, playlist or export.", "s", gt=0)
+    ] = 86400.0
     log_format: Annotated[
         Literal["json", "console"], _meta("Log output: JSON lines, or readable text for a terminal.")
     ] = "json"
@@ -118,13 +149,13 @@ def describe_allowed(annotation: Any) -> str:
     bounds = []
     if meta is not None:
         if meta.ge is not None:
-            bounds.append(f">= {meta.ge:g}")
+            bounds.append(f">= {meta.ge:.15g}")
         if meta.gt is not None:
-            bounds.append(f"> {meta.gt:g}")
+            bounds.append(f"> {meta.gt:.15g}")
         if meta.le is not None:
-            bounds.append(f"<= {meta.le:g}")
+            bounds.append(f"<= {meta.le:.15g}")
         if meta.lt is not None:
-            bounds.append(f"< {meta.lt:g}")
+            bounds.append(f"< {meta.lt:.15g}")
     return kind + (" " + " and ".join(bounds) if bounds else "")
 
 

@@ -234,4 +234,7 @@ def create_app(service: Service) -> web.Application:
     app.router.add_put("/api/cameras/{id}", put_camera)
     app.router.add_delete("/api/cameras/{id}", delete_camera)
     app.router.add_get("/live/{id}.flv", live_flv)
+    from recorder.api import add_recording_routes  # imported here: it builds on this module
+
+    add_recording_routes(app)
     return app
