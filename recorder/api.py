@@ -347,10 +347,14 @@ class RecordingsApi:
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
                 await response.write(chunk)
         except (ConnectionResetError, asyncio.CancelledError):
-            log().info(
-                "export_aborted", camera_id=camera_id, start=iso(start), end=iso(end), bytes_sent=result.bytes
-            )
+            log().info("export_aborted", camera_id=camera_id, start=iso(start), end=iso(end), bytes_sent=result.bytes)
             raise
+        except (OSError, SegmentFileError, ValueError) as exc:
+            # Headers are sent, so the client learns of the failure from the cut connection.
+            log().error("export_failed", camera_id=camera_id, start=iso(start), end=iso(end), reason=str(exc))
+            if request.transport is not None:
+                request.transport.abort()
+            return response
         await response.write_eof()
         log().info(
             "export_completed",

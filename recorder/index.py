@@ -108,9 +108,15 @@ class GapRow:
     cause: str
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open the index with the schema in place; one connection per thread."""
+def connect(path: Path, create: bool = True) -> sqlite3.Connection:
+    """Open the index; one connection per thread.
+
+    With ``create`` the schema is put in place and WAL mode set; readers of
+    an index that the recorder already prepared skip both.
+    """
     connection = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    if not create:
+        return connection
     connection.execute("PRAGMA journal_mode=WAL")
     # NORMAL with WAL: a power loss may lose the last transactions, never corrupts.
     connection.execute("PRAGMA synchronous=NORMAL")

@@ -184,7 +184,7 @@ class Recorder:
         """Run ``function(connection, *args)`` on a fresh index connection in a thread."""
 
         def run() -> T:
-            connection = index.connect(self.index_path)
+            connection = index.connect(self.index_path, create=False)
             try:
                 return function(connection, *args)
             finally:
