@@ -330,6 +330,7 @@ class RecordingsApi:
             return json_error(
                 404, "no_recording", f"camera {camera_id!r} has no recording between the times given"
             )
+
         name = f"{camera_id}_{_compact(start)}_{_compact(end)}.mp4"
         response = web.StreamResponse(
             headers={
@@ -339,6 +340,7 @@ class RecordingsApi:
             }
         )
         response.enable_chunked_encoding()
+
         result = ExportResult()
         chunks = export_chunks(scanned, self.recorder.recordings_dir, start, end, result)
         await response.prepare(request)
@@ -347,7 +349,9 @@ class RecordingsApi:
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
                 await response.write(chunk)
         except (ConnectionResetError, asyncio.CancelledError):
-            log().info("export_aborted", camera_id=camera_id, start=iso(start), end=iso(end), bytes_sent=result.bytes)
+            log().info(
+                "export_aborted", camera_id=camera_id, start=iso(start), end=iso(end), bytes_sent=result.bytes
+            )
             raise
         except (OSError, SegmentFileError, ValueError) as exc:
             # Headers are sent, so the client learns of the failure from the cut connection.
@@ -355,6 +359,7 @@ class RecordingsApi:
             if request.transport is not None:
                 request.transport.abort()
             return response
+
         await response.write_eof()
         log().info(
             "export_completed",

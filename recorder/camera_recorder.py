@@ -1,10 +1,10 @@
 """One camera's recording: a sink of its frames that cuts segments and fragments.
 
-Runs on the event loop and only builds bytes; the :class:`DiskWriter`
-thread writes them. A segment starts at a keyframe and is cut at the first
-keyframe after ``PANTAU_SEGMENT_SECONDS``; within it a fragment is cut at
+Runs on the event loop and only builds bytes, which the :class:`DiskWriter`
+thread writes. A segment starts at a keyframe and is cut at the first
+keyframe after ``PANTAU_SEGMENT_SECONDS``. Within it a fragment is cut at
 every keyframe and whenever the pending video reaches
-``FRAGMENT_SECONDS``, so a crash loses at most that much.
+``FRAGMENT_SECONDS``, so a crash loses at most about that much.
 
 Whenever recording stops (stream end, timestamp jump, disk trouble) the
 open segment is closed at its last frame and a gap is opened there with
@@ -63,7 +63,6 @@ class CameraRecorder:
         self.last_end_utc: float | None = None  # end of the previous segment, for chaining
         self.last_end_dts: int | None = None
         self.skew_warned = False
-        self.segments_opened = 0
         self._lease: Lease | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -127,7 +126,7 @@ class CameraRecorder:
         elif muxer.pending_video and frame.dts - self.fragment_start_dts >= FRAGMENT_SECONDS * TIMEBASE:
             self._cut_fragment(frame.dts)
         if self.handle is None or self.muxer is None:
-            return  # the cut was refused and closed the segment
+            return  # the queue rejected the cut, which closed the segment
         if self.last_dts is not None and frame.dts > self.last_dts:
             self.frame_ticks = frame.dts - self.last_dts
         self.last_dts = frame.dts
@@ -166,6 +165,7 @@ class CameraRecorder:
             return
         if self.writer.queued_bytes > self.writer.max_queue_bytes // 2:
             return  # still draining after an overflow
+
         self.config_changed = False
         muxer = Fmp4Muxer(video, self.audio)
         start_utc, source, skew = self._wallclock(frame)
@@ -176,6 +176,7 @@ class CameraRecorder:
             and abs(start_utc - chained) <= CHAIN_TOLERANCE_SECONDS
         ):
             start_utc = chained  # continues the previous segment without a gap
+
         handle = SegmentHandle(
             camera_id=self.camera_id,
             start_utc=start_utc,
@@ -193,7 +194,6 @@ class CameraRecorder:
         self.handle = handle
         self.fragment_start_dts = frame.dts
         self.last_dts = frame.dts
-        self.segments_opened += 1
         self.writer.open_segment(handle)
         muxer.add(frame)
 
@@ -217,7 +217,7 @@ class CameraRecorder:
         return camera_time, "rtcp", skew
 
     def _cut_fragment(self, next_dts: int | None) -> bool:
-        """Queue the pending frames as one fragment; False when the queue refused them."""
+        """Queue the pending frames as one fragment; return False when the queue rejected them."""
         muxer, handle = self.muxer, self.handle
         if muxer is None or handle is None:
             return False
@@ -248,7 +248,7 @@ class CameraRecorder:
         if flush and self.muxer is not None and self.muxer.pending_video:
             self._cut_fragment(next_dts)
             if self.handle is None:
-                return self.last_end_utc  # the flush was refused and closed the segment already
+                return self.last_end_utc  # the queue rejected the flush, which closed the segment
         self.handle = None
         self.muxer = None
         self.writer.close_segment(handle)

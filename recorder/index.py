@@ -1,9 +1,9 @@
 """The recording index: segments and the gap ledger in SQLite.
 
 Times are Unix seconds (UTC) as REAL. A segment row is inserted with status
-``recording`` before its file is created, and completed with its end and
-size when the file is closed, so the index never points at a file that was
-never written and a crash leaves a row that start-up recovery can finish.
+``recording`` once its file exists, and completed with its end and size
+when the file is closed. A crash therefore leaves a row that start-up
+recovery can finish, never a row without a file.
 A gap row with a NULL end is the camera's current interval without
 recording. Every change that must stay consistent (a segment and the gap
 it ends, a retention deletion and the ledger trimmed with it) is one
@@ -57,22 +57,11 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value REAL NOT NULL);
 # Keys of the state table.
 HEARTBEAT = "heartbeat_utc"  # last time the writer was known to run
 TOTAL_BYTES = "total_bytes"  # size of all complete segments
-MAX_SEGMENT_SECONDS = "max_segment_seconds"  # longest segment, bounds range queries
+MAX_SEGMENT_SECONDS = "max_segment_seconds"  # maximum segment duration, bounds range queries
 
 SEGMENT_COLUMNS = (
     "id, camera_id, start_utc, end_utc, bytes, path, codec, width, height, has_audio, "
     "clock_source, clock_skew_seconds, status"
-)
-
-GAP_CAUSES = (
-    "camera_offline",
-    "rtsp_timeout",
-    "timestamp_jump",
-    "disk_full",
-    "disk_slow",
-    "unsupported_codec",
-    "service_stopped",
-    "unknown",
 )
 
 
@@ -164,6 +153,40 @@ def raise_state(connection: sqlite3.Connection, key: str, value: float) -> None:
 
 
 # --- queries ------------------------------------------------------------------------
+
+
+def insert_segment(
+    connection: sqlite3.Connection,
+    *,
+    camera_id: str,
+    start_utc: float,
+    path: str,
+    codec: str,
+    width: int,
+    height: int,
+    has_audio: bool,
+    clock_source: str,
+    clock_skew_seconds: float | None,
+) -> int:
+    """Insert the row of a segment being recorded (end = start, no bytes yet); return its id."""
+    cursor = connection.execute(
+        "INSERT INTO segments (camera_id, start_utc, end_utc, bytes, path, codec, width, height, "
+        "has_audio, clock_source, clock_skew_seconds, status) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 'recording')",
+        (
+            camera_id,
+            start_utc,
+            start_utc,
+            path,
+            codec,
+            width,
+            height,
+            int(has_audio),
+            clock_source,
+            clock_skew_seconds,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
 
 
 def segments_in_range(

@@ -137,7 +137,7 @@ def build_playlist(segments: list[ScannedSegment], start: float, end: float, uri
 
 @dataclass
 class ExportResult:
-    """What an export wrote, known once its last byte was produced."""
+    """Totals of an export, complete once its last byte was produced."""
 
     bytes: int = 0
     sha256: str | None = None

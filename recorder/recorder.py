@@ -1,6 +1,6 @@
 """The recorder: which cameras record, the disk writer, retention and start-up recovery.
 
-:class:`relay.service.Service` owns one :class:`Recorder` and tells it when
+:class:`relay.service.Service` owns one :class:`Recorder` and calls it when
 cameras start, change and stop. Files live in
 ``PANTAU_DATA_DIR/recordings``; the index is
 ``PANTAU_DATA_DIR/recordings.sqlite`` and the evidence holds are
@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 
 class Recorder:
-    """Recording for every camera whose entry says ``record: true``."""
+    """Recording for every camera whose entry sets ``record: true``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -118,8 +118,8 @@ class Recorder:
         """Stop recording a camera that is removed, restarted or no longer records.
 
         A restart (new URL or transport) is an interval without video, so it
-        is a camera_offline gap; otherwise nothing is expected any more and
-        the camera's gap, if any, ends now.
+        becomes a camera_offline gap. Otherwise nothing is expected any more,
+        so the camera's open gap, if any, ends now.
         """
         recorder = self.cameras.pop(camera_id, None)
         if recorder is None:

@@ -3,8 +3,8 @@
 Runs in a thread before the disk writer starts, so nothing else writes.
 
 Recovery: a segment still marked ``recording`` was open when the process
-died. Its file is cut back to its last complete fragment and the row gets
-the file's real end and size; a file without one complete fragment is
+died. Its file is cut back to its last complete fragment, and the row gets
+the file's real end and size. A file without one complete fragment is
 removed with its row. The downtime becomes a ``service_stopped`` gap, from
 the end of the camera's recording (or the last heartbeat, for a camera that
 was already in a gap) to the next segment.

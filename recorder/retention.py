@@ -13,8 +13,9 @@ One run, in a thread with its own index connection:
 Never deleted: a segment being written (status ``recording``) and a
 segment that overlaps an evidence hold. Each batch removes the rows, trims
 the gap ledger to the camera's oldest remaining segment and records the
-paths in ``pending_deletions`` in one transaction; the files are unlinked
-after the commit, and start-up finishes any unlink a crash interrupted.
+paths in ``pending_deletions``, all in one transaction. The files are
+unlinked after the commit, and start-up finishes any unlink that a crash
+interrupted.
 """
 
 from __future__ import annotations

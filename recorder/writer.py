@@ -4,14 +4,14 @@ The event loop never touches the disk for recording. It hands commands
 (open a segment, append a fragment, close, open or end a gap) to
 :meth:`DiskWriter.submit`, which returns at once. Fragments count against
 ``PANTAU_RECORD_QUEUE_BYTES``: when the disk falls that far behind, the
-submit is refused and the camera's recorder closes its segment and records
+submit is rejected and the camera's recorder closes its segment and records
 a ``disk_slow`` gap, so memory stays bounded and live delivery is never
 delayed by a slow disk.
 
 A failed write (disk full, read-only, I/O error) truncates the file to its
-last complete fragment, completes its index row (or removes file and row
-when nothing was written), opens a ``disk_full`` gap and reports the
-segment to the loop through ``on_failure``.
+last complete fragment and completes its index row. When nothing was
+written, file and row are removed instead. Either way a ``disk_full`` gap
+opens and ``on_failure`` reports the segment to the loop.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,6 @@ class SegmentHandle:
     failed: bool = False
     closed: bool = False
     failure: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def utc_at(self, dts: int) -> float:
         return self.start_utc + (dts - self.first_dts) / TIMEBASE
@@ -85,7 +84,6 @@ class DiskWriter:
         self.on_failure = on_failure
         self.log = get_logger(component="recorder")
         self.queued_bytes = 0
-        self.refused = 0
         self._queue: deque[tuple[Callable[..., None], tuple[Any, ...], int]] = deque()
         self._condition = threading.Condition()
         self._stopping = False
@@ -93,7 +91,6 @@ class DiskWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._db: sqlite3.Connection | None = None
         self._last_heartbeat = 0.0
-        self.open_handles: set[SegmentHandle] = set()
 
     # --- loop side ----------------------------------------------------------------
 
@@ -103,10 +100,9 @@ class DiskWriter:
         self._thread.start()
 
     def submit(self, function: Callable[..., None], *args: Any, size: int = 0) -> bool:
-        """Queue ``function(*args)`` for the writer thread; False when ``size`` bytes do not fit."""
+        """Queue ``function(*args)`` for the writer thread; return False when ``size`` bytes do not fit."""
         with self._condition:
             if size and self.queued_bytes + size > self.max_queue_bytes:
-                self.refused += 1
                 return False
             self._queue.append((function, args, size))
             self.queued_bytes += size
@@ -206,37 +202,36 @@ class DiskWriter:
             return
         handle.size = len(header)
         handle.written_end_dts = handle.first_dts
+
         try:
             with index.transaction(db):
-                cursor = db.execute(
-                    "INSERT INTO segments (camera_id, start_utc, end_utc, bytes, path, codec, width, height, "
-                    "has_audio, clock_source, clock_skew_seconds, status) "
-                    "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 'recording')",
-                    (
-                        handle.camera_id,
-                        handle.start_utc,
-                        handle.start_utc,
-                        handle.relpath,
-                        handle.codec,
-                        handle.width,
-                        handle.height,
-                        int(handle.has_audio),
-                        handle.clock_source,
-                        handle.clock_skew_seconds,
-                    ),
+                handle.row_id = index.insert_segment(
+                    db,
+                    camera_id=handle.camera_id,
+                    start_utc=handle.start_utc,
+                    path=handle.relpath,
+                    codec=handle.codec,
+                    width=handle.width,
+                    height=handle.height,
+                    has_audio=handle.has_audio,
+                    clock_source=handle.clock_source,
+                    clock_skew_seconds=handle.clock_skew_seconds,
                 )
-                handle.row_id = cursor.lastrowid
                 ended = index.end_gap(db, handle.camera_id, handle.start_utc)
         except sqlite3.Error as exc:
             self.log.error(
                 "recording_index_error", camera_id=handle.camera_id, operation="open", reason=str(exc)
             )
-            self._discard(handle)
             handle.failed = True
+            handle.closed = True
             handle.failure = f"index: {exc}"
+            with contextlib.suppress(OSError):
+                os.close(handle.fd)
+            handle.fd = None
+            self._discard(handle)
             self._notify_failure(handle)
             return
-        self.open_handles.add(handle)
+
         if ended is not None:
             self.log.info(
                 "recording_gap_ended",
@@ -285,7 +280,6 @@ class DiskWriter:
         db = self._db
         assert db is not None
         handle.closed = True
-        self.open_handles.discard(handle)
         if handle.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(handle.fd)

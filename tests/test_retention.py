@@ -22,7 +22,7 @@ from tests.support import CLIPS, MEDIA, Pantau, camera_entry
 from tests.test_fmp4 import clip_frames
 
 DAY = 86400.0
-UNREACHABLE = "rtsp://127.0.0.1:9/none"  # the discard port: nothing answers RTSP there
+UNREACHABLE = "rtsp://127.0.0.1:9/none"  # the discard port, where no RTSP server listens
 
 
 def write_segment(
@@ -116,8 +116,8 @@ def test_retention_age_quota_free_space_and_holds(pantau, tmp_path):
         assert run["deleted_bytes"] == sum(files[name][1] for name in ("a1", "b1", "b2"))
         listing_b = recordings(instance, "b", now - 41 * DAY, now)
         assert [item["path"] for item in listing_b["items"]] == [files["b3"][0], files["b4"][0]]
-        # The gap before b2 described deleted video; the one before b4 stays, and the
-        # stop after phase 1 is a gap that lasts until the camera records again.
+        # The gap before b2 described deleted video, so it went. The one before b4 stays,
+        # and the stop after phase 1 is a gap that lasts until the camera records again.
         assert [gap["cause"] for gap in listing_b["gaps"]] == ["rtsp_timeout", "service_stopped"]
         assert listing_b["gaps"][1]["ongoing"] is True
         instance.stop()
@@ -171,37 +171,50 @@ def test_recording_api_rejects_bad_input(pantau, tmp_path):
         for query, field in cases:
             status, body = get(f"{path}?{query}")
             assert status == 400, (path, query, body)
-            assert body["error"] == "invalid_range" and body["field"] == field, (path, query, body)
+            assert body["error"] == "invalid_range", (path, query, body)
+            assert body["field"] == field, (path, query, body)
     # An offset other than Z is allowed; a '+' that arrives as a space is read as '+'.
     status, body = get("/api/recordings/cam?start=2024-05-01T16:00:00+08:00&end=2024-05-01T17:00:00%2B08:00")
-    assert status == 200 and body["start"] == "2024-05-01T08:00:00.000Z", body
+    assert status == 200, body
+    assert body["start"] == "2024-05-01T08:00:00.000Z", body
 
     status, body = get(f"/api/recordings/nope?start={iso(now - 60)}&end={iso(now)}")
-    assert status == 404 and body["error"] == "camera_not_found"
+    assert status == 404
+    assert body["error"] == "camera_not_found"
     empty = "start=2001-01-01T00:00:00Z&end=2001-01-01T01:00:00Z"
     status, body = get(f"/api/recordings/cam?{empty}")
-    assert status == 200 and body["items"] == [] and body["gaps"] == []
+    assert status == 200
+    assert body["items"] == []
+    assert body["gaps"] == []
     status, body = get(f"/api/recordings/cam/export.json?{empty}")
-    assert status == 200 and body["segments"] == [] and body["sha256"] is None
+    assert status == 200
+    assert body["segments"] == []
+    assert body["sha256"] is None
     status, body = get(f"/api/recordings/cam/export?{empty}")
-    assert status == 404 and body["error"] == "no_recording"
+    assert status == 404
+    assert body["error"] == "no_recording"
     status, playlist = get(f"/vod/cam/index.m3u8?{empty}")
-    assert status == 200 and b"#EXT-X-ENDLIST" in playlist and b"#EXTINF" not in playlist
+    assert status == 200
+    assert b"#EXT-X-ENDLIST" in playlist
+    assert b"#EXTINF" not in playlist
 
     status, body = instance.request(
         "POST", "/api/recordings/cam/holds", {"start": iso(now), "end": iso(now - 5), "reason": "x"}
     )
-    assert status == 400 and body["field"] == "end"
+    assert status == 400
+    assert body["field"] == "end"
     status, body = instance.request(
         "POST", "/api/recordings/cam/holds", {"start": iso(now - 5), "end": iso(now)}
     )
-    assert status == 400 and body["field"] == "reason", body
+    assert status == 400, body
+    assert body["field"] == "reason", body
     status, body = instance.request("DELETE", "/api/recordings/cam/holds/99")
     assert status == 404
 
     entry = camera_entry("ondemand", UNREACHABLE, mode="on_demand", record=True)
     status, body = instance.request("PUT", "/api/cameras/ondemand", entry)
-    assert status == 400 and body["field"] == "record", body
+    assert status == 400, body
+    assert body["field"] == "record", body
 
 
 @pytest.mark.parametrize("retention_days", [0, 3651, "x"])
