@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import threading
 import time
 import urllib.request
+from typing import Self
 
 import pytest
 
+from loadtest.clip import load_clip
+from loadtest.simulator import Faults, SimulatorServer
 from recorder.playback import VOD_PART_SECONDS
 from tests.conftest import start_pantau
 from tests.recording_support import (
@@ -22,7 +26,7 @@ from tests.recording_support import (
     tmpfs_recordings,
     wait_until,
 )
-from tests.support import CLIP_SIZES, GstRtspServer, camera_entry, decode_stream
+from tests.support import CLIP_SIZES, CLIPS, MEDIA, GstRtspServer, camera_entry, decode_stream
 
 GOP_SECONDS = 2.0  # every test clip has a keyframe every 2 s
 
@@ -250,3 +254,53 @@ def test_full_disk_keeps_live_and_records_gap(gst, pantau, tmp_path, small_disk)
             assert files[item["path"]] == item["bytes"], item
             assert ffprobe(data_dir / "recordings" / item["path"])["frames"] > 0
     assert instance.stop() == 0
+
+
+class SimulatorThread:
+    """The project's camera simulator on its own event loop, with injected faults."""
+
+    def __init__(self, clip: str, faults: Faults) -> None:
+        self.server = SimulatorServer(
+            {"/cam": load_clip(str(MEDIA / CLIPS[clip]))}, faults=lambda _path: faults
+        )
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_timestamp_jump_records_gap(pantau, tmp_path):
+    faults = Faults(timestamp_jump_seconds=3600.0, jump_after_seconds=5.0)
+    with SimulatorThread("d1", faults) as simulator:
+        cameras = [camera_entry("cam", simulator.server.url("/cam"), mode="always", record=True)]
+        instance = start_pantau(pantau, tmp_path / "data", cameras, PANTAU_SEGMENT_SECONDS="3")
+        gaps = wait_until(
+            lambda: [
+                g for g in recordings(instance, "cam")["gaps"] if g["cause"] == "timestamp_jump" and g["end"]
+            ],
+            timeout=30,
+        )
+        assert gaps, recordings(instance, "cam")
+        resumed = wait_until(
+            lambda: [i for i in complete_segments(instance, "cam") if i["start"] >= gaps[0]["end"]],
+            timeout=15,
+        )
+        listing = recordings(instance, "cam")
+
+    assert len(gaps) == 1
+    # Recording restarts at the first keyframe after the jump: within one GOP.
+    assert gaps[0]["duration_seconds"] <= GOP_SECONDS + 0.5, gaps[0]
+    assert resumed, listing
+    assert instance.log_events("timestamp_corrected")
+    for item in listing["items"]:
+        if item["status"] == "complete":
+            probe = ffprobe(tmp_path / "data" / "recordings" / item["path"])
+            assert abs(probe["frames"] - item["duration_seconds"] * 12) <= 1, (item, probe)
