@@ -101,6 +101,16 @@ class RecordingsApi:
             return camera_id
         return json_error(404, "camera_not_found", f"no camera with id {camera_id!r}", "id")
 
+    async def _camera_and_range(self, request: web.Request) -> tuple[str, float, float] | web.Response:
+        """Return the camera id and the time range of a request, or the error response."""
+        camera_id = await self._camera(request)
+        if isinstance(camera_id, web.Response):
+            return camera_id
+        span = self._range(request)
+        if isinstance(span, web.Response):
+            return span
+        return camera_id, span[0], span[1]
+
     def _range(self, request: web.Request) -> tuple[float, float] | web.Response:
         try:
             return parse_range(
@@ -187,13 +197,10 @@ class RecordingsApi:
     # --- listing ------------------------------------------------------------------
 
     async def list_recordings(self, request: web.Request) -> web.Response:
-        camera_id = await self._camera(request)
-        if isinstance(camera_id, web.Response):
-            return camera_id
-        span = self._range(request)
-        if isinstance(span, web.Response):
-            return span
-        start, end = span
+        found = await self._camera_and_range(request)
+        if isinstance(found, web.Response):
+            return found
+        camera_id, start, end = found
         rows = await self._segments(camera_id, start, end)
         gaps = await self.recorder.query(index.gaps_in_range, camera_id, start, end)
         holds = [
@@ -254,10 +261,9 @@ class RecordingsApi:
         camera_id = await self._camera(request)
         if isinstance(camera_id, web.Response):
             return camera_id
-        try:
-            hold_id = int(request.match_info["hold_id"])
-        except ValueError:
-            return json_error(400, "invalid_field", "the hold id must be an integer", "hold_id")
+        hold_id = _int_parameter(request, "hold_id")
+        if isinstance(hold_id, web.Response):
+            return hold_id
         try:
             hold = self.recorder.holds.remove(camera_id, hold_id)
         except HoldStoreError as exc:
@@ -270,13 +276,10 @@ class RecordingsApi:
     # --- HLS VOD ------------------------------------------------------------------
 
     async def vod_playlist(self, request: web.Request) -> web.Response:
-        camera_id = await self._camera(request)
-        if isinstance(camera_id, web.Response):
-            return camera_id
-        span = self._range(request)
-        if isinstance(span, web.Response):
-            return span
-        start, end = span
+        found = await self._camera_and_range(request)
+        if isinstance(found, web.Response):
+            return found
+        camera_id, start, end = found
         rows = await self._segments(camera_id, start, end)
         scanned = await asyncio.to_thread(self._scan_all, rows)
         text = build_playlist(scanned, start, end, "segments/{id}.mp4")
@@ -286,10 +289,9 @@ class RecordingsApi:
         camera_id = await self._camera(request)
         if isinstance(camera_id, web.Response):
             return camera_id
-        try:
-            segment_id = int(request.match_info["segment_id"])
-        except ValueError:
-            return json_error(400, "invalid_field", "the segment id must be an integer", "segment_id")
+        segment_id = _int_parameter(request, "segment_id")
+        if isinstance(segment_id, web.Response):
+            return segment_id
         row = await self.recorder.query(index.segment_by_id, segment_id)
         if row is None or row.camera_id != camera_id:
             return json_error(404, "segment_not_found", f"camera {camera_id!r} has no segment {segment_id}")
@@ -310,13 +312,10 @@ class RecordingsApi:
     async def _export_plan(
         self, request: web.Request
     ) -> tuple[str, float, float, list[ScannedSegment]] | web.Response:
-        camera_id = await self._camera(request)
-        if isinstance(camera_id, web.Response):
-            return camera_id
-        span = self._range(request)
-        if isinstance(span, web.Response):
-            return span
-        start, end = span
+        found = await self._camera_and_range(request)
+        if isinstance(found, web.Response):
+            return found
+        camera_id, start, end = found
         rows = await self._segments(camera_id, start, end)
         scanned = await asyncio.to_thread(self._scan_all, rows)
         return camera_id, start, end, scanned
@@ -416,6 +415,14 @@ class RecordingsApi:
                 "sha256": result.sha256 if used else None,
             }
         )
+
+
+def _int_parameter(request: web.Request, name: str) -> int | web.Response:
+    """Return an integer path parameter, or the 400 response for one that is not an integer."""
+    value = request.match_info[name]
+    if not value.isdigit() or len(value) > 18:
+        return json_error(400, "invalid_field", f"{name} must be a positive integer, not {value!r}", name)
+    return int(value)
 
 
 def _compact(value: float) -> str:

@@ -189,6 +189,18 @@ def insert_segment(
     return cursor.lastrowid
 
 
+def complete_segment(
+    connection: sqlite3.Connection, segment_id: int, start_utc: float, end_utc: float, size: int
+) -> None:
+    """Mark a segment complete with its end and size, and count it in the state totals."""
+    connection.execute(
+        "UPDATE segments SET end_utc = ?, bytes = ?, status = 'complete' WHERE id = ?",
+        (end_utc, size, segment_id),
+    )
+    add_state(connection, TOTAL_BYTES, size)
+    raise_state(connection, MAX_SEGMENT_SECONDS, end_utc - start_utc)
+
+
 def segments_in_range(
     connection: sqlite3.Connection, camera_id: str, start: float, end: float
 ) -> list[SegmentRow]:

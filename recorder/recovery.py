@@ -124,12 +124,7 @@ def recover_open_segments(
                 os.fsync(handle.fileno())
         end_utc = row.start_utc + scan.duration_seconds
         with index.transaction(connection):
-            connection.execute(
-                "UPDATE segments SET end_utc = ?, bytes = ?, status = 'complete' WHERE id = ?",
-                (end_utc, scan.complete_size, row.id),
-            )
-            index.add_state(connection, index.TOTAL_BYTES, scan.complete_size)
-            index.raise_state(connection, index.MAX_SEGMENT_SECONDS, end_utc - row.start_utc)
+            index.complete_segment(connection, row.id, row.start_utc, end_utc, scan.complete_size)
         report.recovered_segments += 1
         crashed_cameras[row.camera_id] = max(crashed_cameras.get(row.camera_id, 0.0), end_utc)
         log().info(

@@ -141,16 +141,10 @@ def _by_quota(
     # NOTE: the quota counts complete segments; the few segments being written are not included.
     excess = int(index.get_state(connection, index.TOTAL_BYTES) or 0) - max_bytes
     while excess > 0:
-        rows = connection.execute(_SELECT + "ORDER BY start_utc LIMIT ?", (BATCH,)).fetchall()
-        if not rows:
+        freed = _delete_oldest(connection, recordings_dir, excess, "quota", report)
+        if not freed:
             return
-        chosen = []
-        for row in rows:
-            chosen.append(row)
-            excess -= row[3]
-            if excess <= 0:
-                break
-        _delete(connection, recordings_dir, chosen, "quota", report)
+        excess -= freed
 
 
 def _by_free_space(
@@ -158,19 +152,28 @@ def _by_free_space(
 ) -> None:
     missing = min_free - free_bytes(recordings_dir)
     while missing > 0:
-        rows = connection.execute(_SELECT + "ORDER BY start_utc LIMIT ?", (BATCH,)).fetchall()
-        if not rows:
+        if not _delete_oldest(connection, recordings_dir, missing, "free_space", report):
             report.short_of_free_bytes = missing
             return
-        chosen = []
-        for row in rows:
-            chosen.append(row)
-            missing -= row[3]
-            if missing <= 0:
-                break
-        _delete(connection, recordings_dir, chosen, "free_space", report)
         # Measure again: other files on the disk change too.
         missing = min_free - free_bytes(recordings_dir)
+
+
+def _delete_oldest(
+    connection: sqlite3.Connection, recordings_dir: Path, amount: int, reason: str, report: RetentionReport
+) -> int:
+    """Delete the oldest deletable segments until ``amount`` bytes are freed; return the bytes freed."""
+    rows = connection.execute(_SELECT + "ORDER BY start_utc LIMIT ?", (BATCH,)).fetchall()
+    chosen = []
+    freed = 0
+    for row in rows:
+        chosen.append(row)
+        freed += row[3]
+        if freed >= amount:
+            break
+    if chosen:
+        _delete(connection, recordings_dir, chosen, reason, report)
+    return freed
 
 
 def _delete(

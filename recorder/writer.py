@@ -289,13 +289,9 @@ class DiskWriter:
             return
         end_utc = handle.utc_at(handle.written_end_dts)
         try:
+            assert handle.row_id is not None
             with index.transaction(db):
-                db.execute(
-                    "UPDATE segments SET end_utc = ?, bytes = ?, status = 'complete' WHERE id = ?",
-                    (end_utc, handle.size, handle.row_id),
-                )
-                index.add_state(db, index.TOTAL_BYTES, handle.size)
-                index.raise_state(db, index.MAX_SEGMENT_SECONDS, end_utc - handle.start_utc)
+                index.complete_segment(db, handle.row_id, handle.start_utc, end_utc, handle.size)
         except sqlite3.Error as exc:
             # The row stays 'recording'; start-up recovery completes it from the file.
             self.log.error(
