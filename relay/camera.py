@@ -45,7 +45,11 @@ class CameraUnavailable(Exception):
 
 
 class Sink(Protocol):
-    """A consumer of a camera's frames (FLV fan-out, HLS muxer, recorder, probe)."""
+    """A consumer of a camera's frames (FLV fan-out, HLS muxer, recorder, probe).
+
+    A sink may also define ``on_camera_removed()`` and
+    ``on_timestamp_jump(track, seconds)``, which the camera calls when present.
+    """
 
     def on_stream_info(self, video: VideoInfo | None, audio: AudioInfo | None) -> None: ...
     def on_frame(self, frame: Frame) -> None: ...
