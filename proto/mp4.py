@@ -220,3 +220,198 @@ def iter_boxes(data: bytes | memoryview, start: int = 0, end: int | None = None)
             return
         yield bytes(kind), pos + header, pos + size
         pos += size
+
+
+# --- reading fragments and init segments -----------------------------------------------
+
+_TFHD_BASE_DATA_OFFSET = 0x000001
+_TFHD_SAMPLE_DESCRIPTION_INDEX = 0x000002
+_TFHD_DEFAULT_DURATION = 0x000008
+_TFHD_DEFAULT_SIZE = 0x000010
+_TFHD_DEFAULT_FLAGS = 0x000020
+_RUN_DATA_OFFSET = 0x000001
+_RUN_FIRST_SAMPLE_FLAGS = 0x000004
+_RUN_DURATION = 0x000100
+_RUN_SIZE = 0x000200
+_RUN_SAMPLE_FLAGS = 0x000400
+_RUN_COMPOSITION_OFFSET = 0x000800
+_SAMPLE_IS_NON_SYNC = 0x00010000
+
+
+class Mp4FormatError(ValueError):
+    """The bytes are not the MP4 structure the reader expects."""
+
+
+def child(data: bytes | memoryview, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    """Return (payload start, box end) of the first ``kind`` box in ``data[start:end]``."""
+    for found, payload, box_end in iter_boxes(data, start, end):
+        if found == kind:
+            return payload, box_end
+    return None
+
+
+def parse_movie_fragment(data: bytes | memoryview, with_data: bool = True) -> tuple[int, list[TrackFragment]]:
+    """Parse one moof box followed by its mdat into (sequence number, track fragments).
+
+    ``data`` starts at the moof box. With ``with_data`` each returned
+    fragment carries its samples' bytes in ``data``, so it can be written
+    again with :func:`movie_fragment`, and :class:`Mp4FormatError` is raised
+    when a sample lies outside ``data``. Without it, ``data`` may end with
+    the moof box and only the sample table is read.
+    """
+    found = child(data, 0, len(data), b"moof")
+    if found is None or found[0] != 8:
+        raise Mp4FormatError("the data does not start with a moof box")
+    moof_payload, moof_end = found
+    sequence = 0
+    fragments: list[TrackFragment] = []
+    next_data = 0  # the first traf's data base is the moof's first byte
+    for kind, payload, end in iter_boxes(data, moof_payload, moof_end):
+        if kind == b"mfhd":
+            (sequence,) = struct.unpack_from(">I", data, payload + 4)
+        elif kind == b"traf":
+            fragment, next_data = _parse_traf(data, payload, end, next_data, with_data)
+            fragments.append(fragment)
+    return sequence, fragments
+
+
+def _parse_traf(
+    data: bytes | memoryview, start: int, end: int, next_data: int, with_data: bool
+) -> tuple[TrackFragment, int]:
+    tfhd = child(data, start, end, b"tfhd")
+    if tfhd is None:
+        raise Mp4FormatError("traf without tfhd")
+    (version_flags, track_id) = struct.unpack_from(">II", data, tfhd[0])
+    flags = version_flags & 0xFFFFFF
+    pos = tfhd[0] + 8
+    base = 0  # moof start, because parsing starts there
+    if flags & _TFHD_BASE_DATA_OFFSET:
+        (base,) = struct.unpack_from(">Q", data, pos)
+        pos += 8
+    elif not flags & _TFHD_DEFAULT_BASE_IS_MOOF:
+        base = next_data
+    if flags & _TFHD_SAMPLE_DESCRIPTION_INDEX:
+        pos += 4
+    default_duration = default_size = default_flags = 0
+    if flags & _TFHD_DEFAULT_DURATION:
+        (default_duration,) = struct.unpack_from(">I", data, pos)
+        pos += 4
+    if flags & _TFHD_DEFAULT_SIZE:
+        (default_size,) = struct.unpack_from(">I", data, pos)
+        pos += 4
+    if flags & _TFHD_DEFAULT_FLAGS:
+        (default_flags,) = struct.unpack_from(">I", data, pos)
+
+    base_decode_time = 0
+    tfdt = child(data, start, end, b"tfdt")
+    if tfdt is not None:
+        version = data[tfdt[0]]
+        if version == 1:
+            (base_decode_time,) = struct.unpack_from(">Q", data, tfdt[0] + 4)
+        else:
+            (base_decode_time,) = struct.unpack_from(">I", data, tfdt[0] + 4)
+
+    fragment = TrackFragment(track_id, base_decode_time)
+    offset = base
+    for kind, payload, _ in iter_boxes(data, start, end):
+        if kind != b"trun":
+            continue
+        version_flags, count = struct.unpack_from(">II", data, payload)
+        version = version_flags >> 24
+        run_flags = version_flags & 0xFFFFFF
+        pos = payload + 8
+        if run_flags & _RUN_DATA_OFFSET:
+            (data_offset,) = struct.unpack_from(">i", data, pos)
+            offset = base + data_offset
+            pos += 4
+        first_flags = None
+        if run_flags & _RUN_FIRST_SAMPLE_FLAGS:
+            (first_flags,) = struct.unpack_from(">I", data, pos)
+            pos += 4
+        for index in range(count):
+            duration, size, sample_flags, composition = default_duration, default_size, default_flags, 0
+            if run_flags & _RUN_DURATION:
+                (duration,) = struct.unpack_from(">I", data, pos)
+                pos += 4
+            if run_flags & _RUN_SIZE:
+                (size,) = struct.unpack_from(">I", data, pos)
+                pos += 4
+            if run_flags & _RUN_SAMPLE_FLAGS:
+                (sample_flags,) = struct.unpack_from(">I", data, pos)
+                pos += 4
+            elif index == 0 and first_flags is not None:
+                sample_flags = first_flags
+            if run_flags & _RUN_COMPOSITION_OFFSET:
+                (composition,) = struct.unpack_from(">i" if version else ">I", data, pos)
+                pos += 4
+            key = not sample_flags & _SAMPLE_IS_NON_SYNC
+            fragment.samples.append(Sample(duration, size, key, composition))
+            if with_data:
+                if offset + size > len(data):
+                    raise Mp4FormatError(f"a sample of track {track_id} ends beyond the fragment")
+                fragment.data.append(bytes(data[offset : offset + size]))
+            offset += size
+    return fragment, offset
+
+
+def parse_init_segment(data: bytes | memoryview) -> list[TrackConfig]:
+    """Read the tracks of an init segment (ftyp and moov) back into :class:`TrackConfig`.
+
+    The AAC AudioSpecificConfig is not read back; ``decoder_config`` of an
+    audio track is empty.
+    """
+    moov = child(data, 0, len(data), b"moov")
+    if moov is None:
+        raise Mp4FormatError("no moov box")
+    tracks = []
+    for kind, payload, end in iter_boxes(data, *moov):
+        if kind == b"trak":
+            tracks.append(_parse_trak(data, payload, end))
+    return tracks
+
+
+def _path(data: bytes | memoryview, start: int, end: int, *kinds: bytes) -> tuple[int, int]:
+    for kind in kinds:
+        found = child(data, start, end, kind)
+        if found is None:
+            raise Mp4FormatError(f"no {kind.decode()} box")
+        start, end = found
+    return start, end
+
+
+def _parse_trak(data: bytes | memoryview, start: int, end: int) -> TrackConfig:
+    tkhd, _ = _path(data, start, end, b"tkhd")
+    version = data[tkhd]
+    (track_id,) = struct.unpack_from(">I", data, tkhd + (20 if version == 1 else 12))
+    mdia = _path(data, start, end, b"mdia")
+    mdhd, _ = _path(data, *mdia, b"mdhd")
+    version = data[mdhd]
+    (timescale,) = struct.unpack_from(">I", data, mdhd + (20 if version == 1 else 12))
+    hdlr, _ = _path(data, *mdia, b"hdlr")
+    handler = bytes(data[hdlr + 8 : hdlr + 12])
+    stsd, stsd_end = _path(data, *mdia, b"minf", b"stbl", b"stsd")
+    entries = list(iter_boxes(data, stsd + 8, stsd_end))
+    if not entries:
+        raise Mp4FormatError(f"track {track_id} has no sample entry")
+    fourcc, entry, entry_end = entries[0]
+    if handler == b"vide":
+        width, height = struct.unpack_from(">HH", data, entry + 24)
+        codec = {b"avc1": "h264", b"avc3": "h264", b"hvc1": "h265", b"hev1": "h265"}.get(fourcc)
+        if codec is None:
+            raise Mp4FormatError(f"unsupported video sample entry {fourcc!r}")
+        record = child(data, entry + 78, entry_end, b"avcC" if codec == "h264" else b"hvcC")
+        config = bytes(data[record[0] : record[1]]) if record else b""
+        return TrackConfig(track_id, "video", codec, timescale, config, width=width, height=height)
+    if handler == b"soun":
+        channels = struct.unpack_from(">H", data, entry + 16)[0]
+        sample_rate = struct.unpack_from(">I", data, entry + 24)[0] >> 16
+        codec = "aac" if fourcc == b"mp4a" else fourcc.decode("latin-1").strip()
+        return TrackConfig(track_id, "audio", codec, timescale, b"", sample_rate=sample_rate, channels=channels)
+    raise Mp4FormatError(f"track {track_id} has handler {handler!r}, not video or audio")
+
+
+def uuid_box(uuid: bytes, payload: bytes) -> bytes:
+    """Build a ``uuid`` box, the standard container for vendor data that players skip."""
+    if len(uuid) != 16:
+        raise ValueError("a uuid box needs a 16-byte UUID")
+    return box(b"uuid", uuid, payload)

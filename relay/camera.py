@@ -65,7 +65,11 @@ class CameraUnavailable(Exception):
 
 
 class Sink(Protocol):
-    """A consumer of a camera's frames (FLV fan-out, HLS muxer, recorder, probe)."""
+    """A consumer of a camera's frames (FLV fan-out, HLS muxer, recorder, probe).
+
+    A sink may also define ``on_camera_removed()`` and
+    ``on_timestamp_jump(track, seconds)``, which the camera calls when present.
+    """
 
     def on_stream_info(self, video: VideoInfo | None, audio: AudioInfo | None) -> None: ...
     def on_frame(self, frame: Frame) -> None: ...
@@ -145,6 +149,8 @@ class Camera:
         self.frames_in = 0
         self.timestamp_corrections = 0
         self.sender_report: tuple[str, SenderReport, int] | None = None
+        # (output ticks, Unix time) of the latest video sender report, on the current mapping
+        self.wallclock_reference: tuple[int, float] | None = None
         self.last_frame_at = 0.0  # monotonic time of the last video frame
         self._session: IngestSession | None = None
         self._session_started_at = 0.0
@@ -490,15 +496,26 @@ class Camera:
 
     def on_timestamp_jump(self, track: str, seconds: float, kind: str) -> None:
         self.timestamp_corrections += 1
+        self.wallclock_reference = None
+        for sink in list(self.sinks):
+            jumped = getattr(sink, "on_timestamp_jump", None)
+            if jumped is not None:
+                jumped(track, seconds)
         self.log.warning("timestamp_corrected", track=track, jump_seconds=round(seconds, 3), kind=kind)
 
     def on_sender_report(self, track: str, report: SenderReport, clock_rate: int) -> None:
         self.sender_report = (track, report, clock_rate)
+        session = self._session
+        if track == "video" and session is not None and session.video is not None:
+            ticks = session.video.clock.ticks_at(report.rtp_timestamp)
+            if ticks is not None:
+                self.wallclock_reference = (ticks, report.ntp_seconds)
 
     def on_packet_bytes(self, count: int) -> None:
         self.ingest_bytes += count
 
     def _end_stream(self, reason: str) -> None:
+        self.wallclock_reference = None
         self.gop = []
         self._gop_bytes = 0
         self.rate.reset()

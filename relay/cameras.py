@@ -136,8 +136,11 @@ def parse_entry(raw: Any) -> CameraConfig:
         validate_camera_url(config.url)
     except ValueError as exc:
         raise EntryInvalid(EntryError(camera_id, "url", f"URL {exc}")) from exc
-    if config.record and config.mode == "on_demand":
-        reason = "record: true needs mode: always, because an on_demand camera is only pulled while watched"
+    if config.record and config.mode != "always":
+        reason = (
+            "record: true requires mode: always, because an on_demand camera is connected "
+            "only while someone watches"
+        )
         raise EntryInvalid(EntryError(camera_id, "record", reason))
     return config
 

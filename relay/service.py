@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 import time
 from typing import Any
 
+from recorder.recorder import Recorder
 from relay.camera import STATUS_FIELDS, Camera
 from relay.compliance import compliance_of
 from relay.cameras import CameraConfig, CameraStore, CameraStoreError, EntryError, public_view
@@ -43,9 +44,14 @@ class Service:
         self.ready = False
         self.log = get_logger()
         self.probes = ProbeManager(settings, self.cameras)
+        self.recorder = Recorder(settings)
 
     async def start(self) -> None:
         self.probes.load()
+        try:
+            await self.recorder.start()
+        except Exception as exc:  # recording is lost, live video must still run
+            self.log.exception("recorder_unavailable", reason=str(exc))
         self.store.load()
         if self.store.file_error:
             self.log.error("cameras_file_invalid", path=str(self.store.path), reason=self.store.file_error)
@@ -57,6 +63,8 @@ class Service:
         for config in self.store.cameras.values():
             self._start_camera(config, random.uniform(0, spread))
         self.probes.start()
+        if self.recorder.started:
+            self.recorder.cameras_loaded()
         self.log.info(
             "cameras_loaded",
             path=str(self.store.path),
@@ -87,17 +95,13 @@ class Service:
                 self.probes.forget(camera_id)
                 removed += 1
         for camera_id, config in fresh.cameras.items():
-            camera = self.cameras.get(camera_id)
-            if camera is None:
-                self._start_camera(config)
+            if camera_id not in self.cameras:
                 added += 1
             elif old.get(camera_id) != config:
-                if Camera.needs_restart(camera.config, config):
-                    await self._remove_runtime(camera_id)
-                    self._start_camera(config)
-                else:
-                    camera.update_config(config)
                 changed += 1
+            else:
+                continue
+            await self._apply_config(config)
         self.ready = True
         self.log.info(
             "cameras_reloaded", added=added, removed=removed, changed=changed, rejected=len(fresh.errors)
@@ -110,6 +114,7 @@ class Service:
         """End every client and upstream; used on SIGTERM."""
         self.ready = False
         await self.probes.stop()
+        await self.recorder.stop()
         for fanout in list(self.flv.values()):
             fanout.on_camera_removed()
         await asyncio.gather(*(camera.stop() for camera in self.cameras.values()), return_exceptions=True)
@@ -119,6 +124,7 @@ class Service:
         self.cameras[config.id] = camera
         self.probes.attach(camera)
         camera.start(delay)
+        self.recorder.camera_started(camera)
         return camera
 
     def add_ephemeral_camera(self, config: CameraConfig) -> Camera:
@@ -155,10 +161,11 @@ class Service:
             self.log.info("camera_added", camera_id=config.id)
             return True
         if Camera.needs_restart(existing.config, config):
-            await self._remove_runtime(config.id)
+            await self._remove_runtime(config.id, restarting=True)
             self._start_camera(config)
         else:
             existing.update_config(config)
+            self.recorder.camera_started(existing)
         self.log.info("camera_updated", camera_id=config.id)
         return False
 
@@ -170,7 +177,8 @@ class Service:
         self.probes.forget(camera_id)
         self.log.info("camera_deleted", camera_id=camera_id)
 
-    async def _remove_runtime(self, camera_id: str) -> None:
+    async def _remove_runtime(self, camera_id: str, restarting: bool = False) -> None:
+        self.recorder.camera_stopped(camera_id, restarting)
         camera = self.cameras.pop(camera_id, None)
         fanout = self.flv.pop(camera_id, None)
         if fanout is not None:

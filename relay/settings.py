@@ -123,6 +123,37 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "path",
         ),
     ] = ""
+    segment_seconds: Annotated[
+        float,
+        _meta("A recording segment is cut at the first keyframe after this long.", "s", ge=1, le=3600),
+    ] = 60.0
+    retention_days: Annotated[
+        float,
+        _meta("Recordings older than this are deleted, unless the camera sets retention_days.", "days", gt=0),
+    ] = 30.0
+    retention_max_bytes: (
+        Annotated[int, _meta("Quota for all recordings together; the oldest go first. Unset means no quota.", "bytes", ge=1)]
+        | None
+    ) = None
+    min_free_bytes: Annotated[
+        int,
+        _meta("Below this much free space on the recordings disk the oldest segments go first.", "bytes", ge=0),
+    ] = 5_000_000_000
+    retention_interval_seconds: Annotated[
+        float, _meta("Pause between two retention runs.", "s", ge=0.5)
+    ] = 60.0
+    record_queue_bytes: Annotated[
+        int,
+        _meta(
+            "Limit of recording data waiting for the disk; beyond it a camera's segment is closed "
+            "and a disk_slow gap recorded.",
+            "bytes",
+            ge=1048576,
+        ),
+    ] = 128 * 1024 * 1024
+    export_max_seconds: Annotated[
+        float, _meta("Longest time range of a recording listing, playlist or export.", "s", gt=0)
+    ] = 86400.0
     log_format: Annotated[
         Literal["json", "console"], _meta("Log output: JSON lines, or readable text for a terminal.")
     ] = "json"
@@ -205,6 +236,12 @@ def env_name(field: str) -> str:
 
 
 def _field_meta(annotation: Any) -> tuple[Any, msgspec.Meta | None]:
+    arguments = get_args(annotation)
+    if type(None) in arguments and get_origin(annotation) is not Annotated:
+        # An optional setting: describe the type inside ``X | None``.
+        inner = [argument for argument in arguments if argument is not type(None)]
+        if len(inner) == 1:
+            return _field_meta(inner[0])
     if get_origin(annotation) is Annotated:
         base, *extras = get_args(annotation)
         for extra in extras:
@@ -219,19 +256,23 @@ def describe_allowed(annotation: Any) -> str:
     base, meta = _field_meta(annotation)
     if meta is not None and meta.extra and meta.extra.get("allowed"):
         return meta.extra["allowed"]
+    optional = type(None) in get_args(annotation) and get_origin(annotation) is not Annotated
+    if optional:
+        inner = next(argument for argument in get_args(annotation) if argument is not type(None))
+        return describe_allowed(inner) + ", or empty for unset"
     if get_origin(base) is Literal:
         return "one of " + ", ".join(str(choice) for choice in get_args(base))
     kind = {int: "an integer", float: "a number", str: "text", bool: "true or false"}.get(base, str(base))
     bounds = []
     if meta is not None:
         if meta.ge is not None:
-            bounds.append(f">= {meta.ge:g}")
+            bounds.append(f">= {meta.ge:.15g}")
         if meta.gt is not None:
-            bounds.append(f"> {meta.gt:g}")
+            bounds.append(f"> {meta.gt:.15g}")
         if meta.le is not None:
-            bounds.append(f"<= {meta.le:g}")
+            bounds.append(f"<= {meta.le:.15g}")
         if meta.lt is not None:
-            bounds.append(f"< {meta.lt:g}")
+            bounds.append(f"< {meta.lt:.15g}")
     return kind + (" " + " and ".join(bounds) if bounds else "")
 
 

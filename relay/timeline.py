@@ -154,6 +154,18 @@ class TrackClock:
             self._last_ticks = ticks
         return ticks
 
+    def ticks_at(self, rtp_ts: int) -> int | None:
+        """Return the output ticks of ``rtp_ts`` under the current mapping, without moving the clock.
+
+        Places an RTCP sender report on the output timeline; None before the first packet.
+        """
+        if self._last_rtp is None:
+            return None
+        delta = (rtp_ts - self._last_rtp) & 0xFFFFFFFF
+        if delta >= 0x80000000:
+            delta -= 0x100000000
+        return self._ticks(self._ext + delta)
+
     def _fits(self, mapping: tuple[int, int], ext: int, frame_ticks: int) -> bool:
         base_ext, base_ticks = mapping
         ticks = base_ticks + (ext - base_ext) * TIMEBASE // self._rate

@@ -288,4 +288,7 @@ def create_app(service: Service) -> web.Application:
     add_registry_routes(app)
     add_hls_routes(app)
     add_status_page_routes(app)
+    from recorder.api import add_recording_routes
+
+    add_recording_routes(app)
     return app
