@@ -14,9 +14,12 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from recorder import index
 from recorder.camera_recorder import CameraRecorder
@@ -50,6 +53,8 @@ class Recorder:
         self._retention_task: asyncio.Task[None] | None = None
         self._retention_wake = asyncio.Event()
         self._retention_lock = asyncio.Lock()
+        self.deleted_segments: Counter[str] = Counter()  # by reason (age, quota, free_space)
+        self.deleted_bytes: Counter[str] = Counter()
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -156,6 +161,8 @@ class Recorder:
                 list(self.holds.holds),
                 time.time(),
             )
+        self.deleted_segments.update(report.deleted)
+        self.deleted_bytes.update(report.deleted_bytes)
         fields = report.as_log()
         self.log.info("retention_run", **fields)
         if report.short_of_free_bytes:
@@ -191,6 +198,28 @@ class Recorder:
                 connection.close()
 
         return await asyncio.to_thread(run)
+
+    def metrics(self) -> Iterator[Metric]:
+        """Yield the recorder's Prometheus metric families (see relay.metrics)."""
+        writer = self.writer
+        labels = ["camera_id"]
+        written = CounterMetricFamily("pantau_recording_bytes", "Bytes written to recording segments.", labels=labels)
+        segments = CounterMetricFamily("pantau_recording_segments", "Recording segments closed.", labels=labels)
+        gaps = CounterMetricFamily("pantau_recording_gaps", "Recording gaps started, by cause.", labels=["camera_id", "cause"])
+        deleted = CounterMetricFamily("pantau_retention_deleted_segments", "Segments deleted by retention.", labels=["reason"])
+        deleted_bytes = CounterMetricFamily("pantau_retention_deleted_bytes", "Bytes deleted by retention.", labels=["reason"])
+        queue = GaugeMetricFamily("pantau_recording_queue_bytes", "Recording data waiting for the disk.")
+        for camera_id, value in list(writer.bytes_written.items()):
+            written.add_metric([camera_id], value)
+        for camera_id, value in list(writer.segments_closed.items()):
+            segments.add_metric([camera_id], value)
+        for (camera_id, cause), value in list(writer.gaps_started.items()):
+            gaps.add_metric([camera_id, cause], value)
+        for reason in ("age", "quota", "free_space"):
+            deleted.add_metric([reason], self.deleted_segments[reason])
+            deleted_bytes.add_metric([reason], self.deleted_bytes[reason])
+        queue.add_metric([], writer.queued_bytes)
+        yield from (written, segments, gaps, deleted, deleted_bytes, queue)
 
     def live_segment(self, camera_id: str) -> dict[str, Any] | None:
         recorder = self.cameras.get(camera_id)

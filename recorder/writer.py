@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,10 @@ class DiskWriter:
         self.on_failure = on_failure
         self.log = get_logger(component="recorder")
         self.queued_bytes = 0
+        # Counters for /metrics, written by the writer thread only.
+        self.bytes_written: Counter[str] = Counter()  # by camera
+        self.segments_closed: Counter[str] = Counter()
+        self.gaps_started: Counter[tuple[str, str]] = Counter()  # by (camera, cause)
         self._queue: deque[tuple[Callable[..., None], tuple[Any, ...], int]] = deque()
         self._condition = threading.Condition()
         self._stopping = False
@@ -262,6 +267,7 @@ class DiskWriter:
             self._fail(handle, exc)
             return
         handle.size += len(data)
+        self.bytes_written[handle.camera_id] += len(data)
         handle.fragments += 1
         handle.written_end_dts = end_dts
 
@@ -298,6 +304,7 @@ class DiskWriter:
                 "recording_index_error", camera_id=handle.camera_id, operation="close", reason=str(exc)
             )
             return
+        self.segments_closed[handle.camera_id] += 1
         self.log.info(
             "segment_closed",
             camera_id=handle.camera_id,
@@ -360,6 +367,7 @@ class DiskWriter:
             )
             return
         if opened:
+            self.gaps_started[(camera_id, cause)] += 1
             self.log.warning("recording_gap_started", camera_id=camera_id, cause=cause)
 
     def _end_gap(self, camera_id: str, end: float) -> None:

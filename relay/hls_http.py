@@ -108,6 +108,7 @@ def _segment_response(stream: HlsStream, request: web.Request, fmt: str) -> web.
             404, "segment_not_found", f"segment {sequence} is not available; reload the playlist"
         )
     stream.touch()
+    service_of(request).hls_egress[(stream.camera.id, fmt)] += len(segment.data)
     headers = {
         "Content-Type": SEGMENT_CONTENT_TYPES[fmt],
         "Cache-Control": SEGMENT_CACHE_CONTROL,

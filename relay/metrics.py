@@ -17,6 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from relay.camera import READER_KINDS
+from relay.compliance import compliance_of
 
 if TYPE_CHECKING:
     from relay.service import Service
@@ -67,6 +68,8 @@ class ServiceCollector(Collector):
                 fps.add_metric([camera_id], camera.rate.fps)
         yield from (state, reconnects, ingest_bytes, ingest_frames, corrections, gop_overflows, readers, bitrate, fps)
         yield from self._flv()
+        yield from self._hls()
+        yield from self._probes()
         for source in service.metric_sources:
             yield from source()
 
@@ -88,6 +91,36 @@ class ServiceCollector(Collector):
             slow.add_metric([camera_id, "flv"], totals["slow_disconnects"])
             clients.add_metric([camera_id, "flv"], totals["clients"])
         return (egress, skipped, slow, clients)
+
+
+    def _hls(self) -> Iterable[Metric]:
+        service = self._service
+        egress = CounterMetricFamily(
+            "pantau_hls_egress_bytes", "HLS segment bytes served.", labels=["camera_id", "format"]
+        )
+        segments = GaugeMetricFamily(
+            "pantau_hls_segments", "HLS segments held in memory.", labels=["camera_id", "format"]
+        )
+        for (camera_id, fmt), value in list(service.hls_egress.items()):
+            egress.add_metric([camera_id, fmt], value)
+        for (camera_id, fmt), stream in list(service.hls.items()):
+            segments.add_metric([camera_id, fmt], len(stream.segments))
+        return (egress, segments)
+
+    def _probes(self) -> Iterable[Metric]:
+        service = self._service
+        pixels = GaugeMetricFamily("pantau_probe_pixels", "Displayed width x height from the last probe.", labels=["camera_id"])
+        status = GaugeMetricFamily(
+            "pantau_compliance_status", "1 for the camera's compliance status.", labels=["camera_id", "status"]
+        )
+        for camera_id, camera in list(service.cameras.items()):
+            view = service.probes.view(camera_id) or {}
+            facts = view.get("facts") or {}
+            if facts.get("pixels"):
+                pixels.add_metric([camera_id], facts["pixels"])
+            compliance = compliance_of(service, camera).as_dict()
+            status.add_metric([camera_id, compliance["status"]], 1.0)
+        return (pixels, status)
 
 
 def create_registry(service: Service) -> CollectorRegistry:

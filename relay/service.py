@@ -7,6 +7,7 @@ import dataclasses
 import random
 from collections.abc import Callable, Iterable
 import time
+from collections import Counter
 from typing import Any
 
 from recorder.recorder import Recorder
@@ -40,11 +41,13 @@ class Service:
         # Callables that yield extra Prometheus metric families (see relay.metrics).
         self.metric_sources: list[Callable[[], Iterable[Any]]] = []
         self.hls: dict[tuple[str, str], HlsStream] = {}  # (camera id, "fmp4" or "ts")
+        self.hls_egress: Counter[tuple[str, str]] = Counter()  # segment bytes served, same keys
         self._hls_next_sequence: dict[tuple[str, str], int] = {}
         self.ready = False
         self.log = get_logger()
         self.probes = ProbeManager(settings, self.cameras)
         self.recorder = Recorder(settings)
+        self.metric_sources.append(self.recorder.metrics)
 
     async def start(self) -> None:
         self.probes.load()

@@ -37,3 +37,31 @@ def test_metrics_move_while_stream_plays(gst, pantau, tmp_path):
     assert value(after, "pantau_camera_reconnects_total", camera_id="cam") == 0
     assert value(after, "process_resident_memory_bytes") > 10_000_000
     assert value(after, "process_cpu_seconds_total") > 0
+
+
+def test_metrics_cover_hls_probe_and_recording(gst, pantau, tmp_path):
+    import time
+
+    from tests.support import decode_stream as decode
+
+    instance = start_pantau(
+        pantau,
+        tmp_path,
+        [camera_entry("rec", gst.url("/d1"), mode="always", record=True)],
+        PANTAU_SEGMENT_SECONDS="2",
+        PANTAU_PROBE_INTERVAL_HOURS="24",
+        PANTAU_PROBE_WINDOW_SECONDS="2",
+    )
+    instance.wait_state("rec", "live")
+    decode(f"{instance.base}/live/rec/index.m3u8", frames=20)
+    time.sleep(6)
+
+    samples = scrape(instance)
+
+    assert value(samples, "pantau_hls_egress_bytes_total", camera_id="rec", format="fmp4") > 50_000
+    assert value(samples, "pantau_recording_bytes_total", camera_id="rec") > 100_000
+    assert value(samples, "pantau_recording_segments_total", camera_id="rec") >= 1
+    assert value(samples, "pantau_recording_queue_bytes") >= 0
+    assert value(samples, "pantau_retention_deleted_segments_total", reason="age") == 0
+    assert value(samples, "pantau_probe_pixels", camera_id="rec") == 768 * 576
+    assert value(samples, "pantau_compliance_status", camera_id="rec", status="exempt") == 1
