@@ -256,12 +256,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 extra = await open_extra_upstream(fleet.port, f"/cam{args.cameras - 1}")
 
             await asyncio.sleep(args.warmup)
+            rss_timeline: list[tuple[float, int]] = []
+            sampler = asyncio.create_task(_sample_rss(pid, rss_timeline)) if pid else None
             cpu_start = process_cpu_seconds(pid) if pid else 0.0
             fleet_bytes_start = fleet.stats.get("bytes_sent", 0)
             window_start = time.monotonic()
             swarm_bytes_start = sum(viewer.bytes for viewer in viewers)
             await asyncio.sleep(args.duration)
             window = time.monotonic() - window_start
+            if sampler is not None:
+                sampler.cancel()
             cpu_end = process_cpu_seconds(pid) if pid else 0.0
             rss = process_rss_bytes(pid) if pid else 0
             fleet_bytes_end = fleet.stats.get("bytes_sent", 0)
@@ -283,7 +287,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         cpu_percent = (cpu_end - cpu_start) / window * 100 if pid else None
         report = _report(
-            args, results, probe_results, views, fleet, fleet_stats, window, cpu_percent, rss, baseline_rss,
+            args, results, probe_results, views, fleet, fleet_stats, window, cpu_percent, rss, baseline_rss, rss_timeline,
             (fleet_bytes_end - fleet_bytes_start) * 8 / window / 1e6,
             (swarm_bytes_end - swarm_bytes_start) * 8 / window / 1e6,
             recording,
@@ -297,12 +301,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+async def _sample_rss(pid: int, timeline: list[tuple[float, int]], interval: float = 10.0) -> None:
+    """Append (seconds into the window, RSS bytes) every ``interval`` seconds."""
+    started = time.monotonic()
+    while True:
+        timeline.append((time.monotonic() - started, process_rss_bytes(pid)))
+        await asyncio.sleep(interval)
+
+
 async def _recording_stats(
     session: aiohttp.ClientSession, base: str, headers: dict[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Sum recorded bytes and segments, and count gaps other than flaps, from the recordings API."""
+    """Sum recorded bytes and segments, and count gaps other than flaps, from the recordings API.
+
+    Only the last five minutes are checked, so that segments deleted by a
+    retention quota during a long run are not counted as missing.
+    """
     end = time.time()
-    start = end - (args.warmup + args.duration)
+    start = end - min(args.warmup + args.duration, 300)
     stamp = lambda value: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))  # noqa: E731
     segments = 0
     written = 0
@@ -335,6 +351,7 @@ def _report(
     cpu_percent: float | None,
     rss: int,
     baseline_rss: int,
+    rss_timeline: list[tuple[float, int]],
     ingest_mbps: float,
     egress_mbps: float,
     recording: dict[str, Any] | None,
@@ -377,6 +394,17 @@ def _report(
                 "detail": f"{recording['cameras_with_missing_recording']} cameras with segments missing",
             }
         )
+    if args.soak and rss_timeline:
+        # Memory at the end of the window against minute 5 of it (or its first sample).
+        reference = next((value for seconds, value in rss_timeline if seconds >= 300), rss_timeline[0][1])
+        growth = (rss_timeline[-1][1] - reference) / reference
+        checks.append(
+            {
+                "name": "memory stable",
+                "ok": growth <= 0.05,
+                "detail": f"RSS {growth * 100:+.1f} % from minute 5 to the end",
+            }
+        )
     per_camera_rss = (rss - baseline_rss) / args.cameras if rss and baseline_rss else None
     return {
         "command": " ".join(sys.argv),
@@ -406,6 +434,7 @@ def _report(
         "viewers_stalled": len(stalled),
         "viewers_dropped": len(dropped),
         "recording": recording,
+        "rss_timeline": [[round(seconds), value] for seconds, value in rss_timeline],
         "checks": checks,
         "ok": all(check["ok"] for check in checks),
     }
@@ -484,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pantau-env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for the Pantau it starts")
     parser.add_argument("--data-dir", help="PANTAU_DATA_DIR for the Pantau it starts (default: a new temporary directory)")
     parser.add_argument("--json", default="loadtest-result.json", help="where to write the JSON report")
+    parser.add_argument("--soak", action="store_true", help="also check that memory grows by at most 5 %% after minute 5")
     parser.add_argument("--inject-extra-upstream", action="store_true", help="open a second upstream to one camera (tests the check)")
     return parser
 
