@@ -40,6 +40,26 @@ def is_vcl(kind: int) -> bool:
     return 1 <= kind <= 5
 
 
+# NAL unit types an RTP payload of a camera starts with: slices, SEI, parameter
+# sets, access unit delimiter, STAP-A and FU-A. Data partitions (2 to 4) are
+# part of the Extended profile, which cameras do not use.
+_RTP_PAYLOAD_TYPES = frozenset({1, 5, 6, 7, 8, 9, 12, NAL_STAP_A, NAL_FU_A})
+
+
+def plausible_rtp_payload(buf: bytes | bytearray, start: int, end: int) -> bool:
+    """Return True when an RTP payload starts with an H.264 NAL header a camera would send.
+
+    A payload that starts with an Annex B start code is judged by the unit after it.
+    """
+    if end - start >= 4 and buf[start] == 0 and buf[start + 1] == 0:
+        skip = 3 if buf[start + 2] == 1 else 4 if buf[start + 2] == 0 and buf[start + 3] == 1 else 0
+        start += skip
+    if end <= start:
+        return False
+    header = buf[start]
+    return not header & 0x80 and (header & 0x1F) in _RTP_PAYLOAD_TYPES
+
+
 def first_slice_of_picture(nal: bytes) -> bool:
     """Return True when a slice NAL starts a picture (first_mb_in_slice is 0).
 
