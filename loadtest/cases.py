@@ -173,7 +173,9 @@ def _split_head(text: str) -> tuple[str, str]:
     return text.rstrip("\r\n"), ""
 
 
-def synthesized(status: str = "200 OK", headers: list[tuple[str, str]] | None = None, body: str = "") -> Message:
+def synthesized(
+    status: str = "200 OK", headers: list[tuple[str, str]] | None = None, body: str = ""
+) -> Message:
     """A plain response for a step that the case does not publish."""
     return Message(
         f"RTSP/1.0 {status}",
@@ -431,9 +433,13 @@ def _sdp_codec(sdp: str) -> str | None:
             pt, _, rest = line[9:].strip().partition(" ")
             if pt == video_pt:
                 encoding = rest.strip().split("/")[0].upper()
-                return {"H264": "h264", "H265": "h265", "HEVC": "h265", "JPEG": "mjpeg", "MP4V-ES": "mpeg4"}.get(
-                    encoding
-                )
+                return {
+                    "H264": "h264",
+                    "H265": "h265",
+                    "HEVC": "h265",
+                    "JPEG": "mjpeg",
+                    "MP4V-ES": "mpeg4",
+                }.get(encoding)
     if in_video and video_pt == "26":
         return "mjpeg"
     return None
@@ -472,9 +478,13 @@ def merge_with_clip_video(sdp: str, clip_video_section: str) -> str:
 def scenarios_for(case: CaseFile, extra_options: list[str] | None = None) -> list[Scenario]:
     """Assemble every scenario a case describes (one per published SDP or fmtp variant)."""
     parts = _collect(case)
-    behaviour = parse_options(CORPUS_BEHAVIOUR.get(case.case_id, []) + case.replay_options + (extra_options or []))
+    behaviour = parse_options(
+        CORPUS_BEHAVIOUR.get(case.case_id, []) + case.replay_options + (extra_options or [])
+    )
     responses = parts.responses
-    describe_heads = [message for message in responses.get("DESCRIBE", []) if message not in parts.heads_without_body]
+    describe_heads = [
+        message for message in responses.get("DESCRIBE", []) if message not in parts.heads_without_body
+    ]
     bodies: list[tuple[str, str, Message | None]] = []  # (suffix, sdp, head)
     for index, (sdp, head) in enumerate(parts.sdps):
         bodies.append((f"-{index + 1}", sdp, head))
@@ -539,11 +549,15 @@ def _assemble_q16(case: CaseFile, scenarios: list[Scenario]) -> list[Scenario]:
     # The out-of-band SPS (first line of block 1, base64) with the published in-band PPS.
     sps = case.blocks[0].text.split()[0]
     pps = _b64(block_bytes(case.blocks[2]))
-    return _with_sdp(scenarios, sdp_for_fmtp(f"packetization-mode=1;sprop-parameter-sets={sps},{pps}", "h264"))
+    return _with_sdp(
+        scenarios, sdp_for_fmtp(f"packetization-mode=1;sprop-parameter-sets={sps},{pps}", "h264")
+    )
 
 
 def _assemble_q25(case: CaseFile, scenarios: list[Scenario]) -> list[Scenario]:
-    lines = {line.split()[0]: bytes.fromhex("".join(line.split()[1:])) for line in case.blocks[1].text.splitlines()}
+    lines = {
+        line.split()[0]: bytes.fromhex("".join(line.split()[1:])) for line in case.blocks[1].text.splitlines()
+    }
     value = f"packetization-mode=1;sprop-parameter-sets={_b64(lines['SPS'])},{_b64(lines['PPS'])}"
     return _with_sdp(scenarios, sdp_for_fmtp(value, "h264"))
 
@@ -572,7 +586,9 @@ def _assemble_q61(case: CaseFile, scenarios: list[Scenario]) -> list[Scenario]:
     # Block 2 lists more malformed Content-Base values seen from other cameras.
     result = list(scenarios)
     for index, value in enumerate(case.blocks[1].text.split(), start=1):
-        variant = replace(scenarios[0], name=f"{case.case_id}-base{index}", describe=scenarios[0].describe.copy())
+        variant = replace(
+            scenarios[0], name=f"{case.case_id}-base{index}", describe=scenarios[0].describe.copy()
+        )
         variant.describe.set("Content-Base", value)
         result.append(variant)
     return result
@@ -584,7 +600,9 @@ def _assemble_q67(case: CaseFile, scenarios: list[Scenario]) -> list[Scenario]:
         line.split(":", 2)[1:] for line in case.blocks[0].text.splitlines() if line.startswith("Headers:")
     )
     values = {key.strip(): value.strip() for key, value in values.items()}
-    setup = synthesized(headers=[("Server", values.get("Server", "")), ("Session", values.get("Session", ""))])
+    setup = synthesized(
+        headers=[("Server", values.get("Server", "")), ("Session", values.get("Session", ""))]
+    )
     for scenario in scenarios:
         scenario.setups = [setup]
         scenario.options = synthesized(

@@ -80,7 +80,9 @@ class MediaLibrary:
                 self._clips[name] = load_clip(self._dir / CLIP_FILES[name])
             elif name in ("h264-slices", "h265-slices"):
                 codec = name.split("-")[0]
-                self._clips[name] = _encode_h26x(self._dir / DERIVED_SOURCE, codec, slices=4 if codec == "h264" else 2)
+                self._clips[name] = _encode_h26x(
+                    self._dir / DERIVED_SOURCE, codec, slices=4 if codec == "h264" else 2
+                )
             elif name in ("mjpeg", "mpeg4"):
                 self._clips[name] = _encode_other(self._dir / DERIVED_SOURCE, name)
             elif name == "mjpeg-small":
@@ -146,7 +148,9 @@ def _encode_h26x(path: Path, codec: str, slices: int) -> Clip:
         frame.time_base = encoder.time_base
         take(encoder.encode(frame))
     take(encoder.encode(None))
-    return clip_from_pictures(path.with_name(f"{path.stem}-{codec}-{slices}slices"), codec, width, height, fps, pictures)
+    return clip_from_pictures(
+        path.with_name(f"{path.stem}-{codec}-{slices}slices"), codec, width, height, fps, pictures
+    )
 
 
 def _encode_other(path: Path, codec: str, scale: int = 1) -> Clip:
@@ -204,7 +208,9 @@ def _encode_aac_tone(sample_rate: int, channels: int) -> list[bytes]:
     total = 0
     seconds = 2
     while total < sample_rate * seconds:
-        samples = array("f", (0.2 * math.sin(2 * math.pi * 440 * (total + i) / sample_rate) for i in range(frame_samples)))
+        samples = array(
+            "f", (0.2 * math.sin(2 * math.pi * 440 * (total + i) / sample_rate) for i in range(frame_samples))
+        )
         frame = av.AudioFrame(format="fltp", layout=encoder.layout.name, samples=frame_samples)
         for plane in frame.planes:
             plane.update(samples.tobytes())
@@ -327,7 +333,9 @@ def _plan_h26x_frame(codec: str, frame: ClipFrame, behaviour: Behaviour, mode: i
         if behaviour.aggregate_parameter_sets:
             packets.append(PlannedPacket(_aggregate(codec, parameter_sets), False, offset))
         else:
-            packets += [PlannedPacket(nal, behaviour.marker_on_parameter_sets, offset) for nal in parameter_sets]
+            packets += [
+                PlannedPacket(nal, behaviour.marker_on_parameter_sets, offset) for nal in parameter_sets
+            ]
     packets += [PlannedPacket(nal, behaviour.marker_on_parameter_sets) for nal in extra]
     for nal in rest:
         if mode == 0 and len(nal) <= MAX_SINGLE_NAL:
@@ -382,7 +390,9 @@ def rtp_jpeg_payloads(data: bytes) -> list[bytes]:
     payloads = []
     offset = 0
     while offset < len(scan) or not payloads:
-        header = struct.pack(">I", offset & 0xFFFFFF) + bytes((jpeg_type, 255, width // 8 & 0xFF, height // 8 & 0xFF))
+        header = struct.pack(">I", offset & 0xFFFFFF) + bytes(
+            (jpeg_type, 255, width // 8 & 0xFF, height // 8 & 0xFF)
+        )
         if offset == 0:
             header += bytes((0, 0)) + struct.pack(">H", len(table_bytes)) + table_bytes
         room = JPEG_PAYLOAD - len(header)
@@ -403,7 +413,9 @@ class AudioPlan:
     packets: list[tuple[bytes, int]] = field(default_factory=list)
 
 
-def plan_audio(library: MediaLibrary, encoding: str, clock_rate: int, channels: int, fmtp: dict[str, str]) -> AudioPlan | None:
+def plan_audio(
+    library: MediaLibrary, encoding: str, clock_rate: int, channels: int, fmtp: dict[str, str]
+) -> AudioPlan | None:
     """Build packets for an audio track as its SDP declares it; None for codecs the replay cannot make."""
     encoding = encoding.upper()
     if encoding == "MPEG4-GENERIC":

@@ -38,7 +38,7 @@ AccessUnitCallback = Callable[[list[bytes], int, bool], None]
 class DepacketizerStats:
     """Per-packet faults, counted here and logged as periodic summaries."""
 
-    __slots__ = ("lost_packets", "dropped_fragments", "unsupported_packets", "annexb_repairs", "marker_distrusted")
+    __slots__ = ("annexb_repairs", "dropped_fragments", "lost_packets", "marker_distrusted", "unsupported_packets")
 
     def __init__(self) -> None:
         self.lost_packets = 0

@@ -43,15 +43,15 @@ class SourceFilter:
     """Accept the packets of one SSRC and payload type; see the module docstring for the choice."""
 
     __slots__ = (
-        "ssrc",
-        "payload_type",
-        "expected_seq",
-        "stale",
+        "_last_good",
         "_payload_check",
         "_started",
-        "_last_good",
         "dropped",
+        "expected_seq",
         "foreign",
+        "payload_type",
+        "ssrc",
+        "stale",
         "switches",
     )
 
@@ -76,7 +76,9 @@ class SourceFilter:
         self.stale = frozenset(stale) - ({ssrc} if ssrc else set())
         self._started = self._last_good = time.monotonic()
 
-    def accept(self, ssrc: int, payload_type: int, seq: int, buf: bytes | bytearray, start: int, end: int) -> bool:
+    def accept(
+        self, ssrc: int, payload_type: int, seq: int, buf: bytes | bytearray, start: int, end: int
+    ) -> bool:
         """Return True when the packet belongs to the track's stream; runs once per packet."""
         now = time.monotonic()
         if ssrc == self.ssrc:
@@ -96,13 +98,14 @@ class SourceFilter:
             self._last_good = now
             return True
         silent = now - self._last_good
-        if silent > SOURCE_SWITCH_SECONDS and (ssrc not in self.stale or silent > 2 * SOURCE_SWITCH_SECONDS):
-            if self._payload_check(buf, start, end):
-                self.ssrc = ssrc
-                self.payload_type = payload_type
-                self._last_good = now
-                self.switches += 1
-                return True
+        # A source that already sent before PLAY gets twice the wait: it is likely the stale one.
+        waited = silent > (2 * SOURCE_SWITCH_SECONDS if ssrc in self.stale else SOURCE_SWITCH_SECONDS)
+        if waited and self._payload_check(buf, start, end):
+            self.ssrc = ssrc
+            self.payload_type = payload_type
+            self._last_good = now
+            self.switches += 1
+            return True
         self.dropped += 1
         return False
 

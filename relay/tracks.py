@@ -18,7 +18,13 @@ from proto.aac import AudioConfig, parse_audio_specific_config
 from proto.bits import BitstreamError
 from proto.rtp import RTP_HEADER, SenderReport, parse_sender_reports, payload_bounds
 from proto.sdp import Media
-from relay.depacketize import AacDepacketizer, H264Depacketizer, H265Depacketizer, VideoDepacketizer, to_sample
+from relay.depacketize import (
+    AacDepacketizer,
+    H264Depacketizer,
+    H265Depacketizer,
+    VideoDepacketizer,
+    to_sample,
+)
 from relay.media import TIMEBASE, AudioInfo, Frame, VideoInfo, reorder_depth
 from relay.parameter_sets import ParameterSets
 from relay.rtp_source import SourceFilter
@@ -181,8 +187,8 @@ class VideoTrack(_Track):
             self.filter = _refilter(self.filter, _payload_check(other))
             self._set_codec(other)
         assert self.depacketizer is not None
-        for payload, item_seq, item_ts, item_marker in checking:
-            self.depacketizer.push(payload, 0, len(payload), item_seq, item_ts, item_marker)
+        for held, held_seq, held_ts, held_marker in checking:
+            self.depacketizer.push(held, 0, len(held), held_seq, held_ts, held_marker)
 
     def _on_access_unit(self, nals: list[bytes], rtp_ts: int, key: bool) -> None:
         params = self.params
@@ -220,7 +226,11 @@ class VideoTrack(_Track):
 
     def _other_packet(self, buf: bytes | bytearray, start: int, end: int, marker: bool) -> None:
         """Count frames of a codec that is reported but not relayed, and follow its picture size."""
-        if self.codec == "mjpeg" and end - start >= 8 and buf[start + 1] == buf[start + 2] == buf[start + 3] == 0:
+        if (
+            self.codec == "mjpeg"
+            and end - start >= 8
+            and buf[start + 1] == buf[start + 2] == buf[start + 3] == 0
+        ):
             # RFC 2435 JPEG header of a frame's first packet (fragment offset 0):
             # width and height in units of 8 pixels.
             self._report_other(buf[start + 6] * 8, buf[start + 7] * 8, None)
@@ -242,7 +252,9 @@ class VideoTrack(_Track):
             return
         profile = None
         if vol.profile_level is not None:
-            profile = next((name for levels, name in MPEG4_PROFILES.items() if vol.profile_level in levels), None)
+            profile = next(
+                (name for levels, name in MPEG4_PROFILES.items() if vol.profile_level in levels), None
+            )
         self._report_other(vol.width, vol.height, profile)
 
     def _report_other(self, width: int, height: int, profile: str | None) -> None:
