@@ -277,10 +277,18 @@ class Decoded:
     first_byte_seconds: float
 
 
-def decode_stream(url: str, frames: int = 30, timeout: float = 30, fmt: str | None = None) -> Decoded:
-    """Decode ``frames`` video frames from a live URL with PyAV (FFmpeg) and describe them."""
+def decode_stream(
+    url: str, frames: int = 30, timeout: float = 30, fmt: str | None = None, analyze_seconds: float | None = None
+) -> Decoded:
+    """Decode ``frames`` video frames from a live URL with PyAV (FFmpeg) and describe them.
+
+    ``analyze_seconds`` limits how much stream time FFmpeg reads to find the
+    streams; its default (5 s) costs up to 5 s of waiting on a live FLV.
+    """
     started = time.monotonic()
     options = {"rw_timeout": str(int(timeout * 1_000_000))}
+    if analyze_seconds is not None:
+        options["analyzeduration"] = str(int(analyze_seconds * 1_000_000))
     container = av.open(url, format=fmt, options=options, timeout=timeout)
     first_byte = time.monotonic() - started
     try:
