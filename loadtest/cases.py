@@ -61,6 +61,7 @@ def read_case(path: str | Path) -> CaseFile:
     with open(path, encoding="utf-8", newline="") as handle:
         text = handle.read()
     lines = text.split("\n")
+
     header: list[str] = []
     blocks: list[Block] = []
     options: list[str] = []
@@ -82,6 +83,7 @@ def read_case(path: str | Path) -> CaseFile:
             if content.lower().startswith("replay:"):
                 options += [item.strip() for item in content[7:].split(";") if item.strip()]
         index += 1
+
     name = path.stem
     first = header[0] if header else name
     case_id = first.split(" - ", 1)[0].strip() if " - " in first else name.split("-", 1)[0]
@@ -176,7 +178,7 @@ def _split_head(text: str) -> tuple[str, str]:
 def synthesized(
     status: str = "200 OK", headers: list[tuple[str, str]] | None = None, body: str = ""
 ) -> Message:
-    """A plain response for a step that the case does not publish."""
+    """Build a plain response for a step that the case does not publish."""
     return Message(
         f"RTSP/1.0 {status}",
         [("CSeq", " 0")] + [(name, " " + value) for name, value in headers or []],
@@ -191,7 +193,7 @@ def synthesized(
 
 @dataclass(slots=True)
 class Behaviour:
-    """What a replay does beyond the literal messages, from case prose or ``# replay:`` lines.
+    """Replay behaviour beyond the literal messages, from case prose or ``# replay:`` lines.
 
     Every field has a ``# replay:`` key of the same name with ``-`` for
     ``_``; boolean fields are set by naming them.
@@ -254,7 +256,7 @@ def parse_options(items: list[str], behaviour: Behaviour | None = None) -> Behav
     return behaviour
 
 
-# What the corpus cases describe in prose, in the ``# replay:`` vocabulary.
+# Behaviour that corpus cases describe only in prose, in the ``# replay:`` vocabulary.
 CORPUS_BEHAVIOUR: dict[str, list[str]] = {
     "q08": ["auth=digest", "realm=IP Camera(12345)"],
     "q14": ["rtcp-before-play", "stale-session=65"],
@@ -283,7 +285,7 @@ CORPUS_BEHAVIOUR: dict[str, list[str]] = {
 
 @dataclass(slots=True)
 class Scenario:
-    """What one replay mount serves: a case's responses and behaviour."""
+    """The responses and behaviour that one replay mount serves for a case."""
 
     name: str
     case: CaseFile
@@ -640,7 +642,7 @@ def block_bytes(block: Block) -> bytes:
         dump = re.match(r"^[0-9a-fA-F]{4}:", line)
         if dump:
             line = line[5:]
-            limit = 16  # a dump line holds 16 bytes, then its ASCII column
+            limit = 16  # a dump line contains 16 bytes, then its ASCII column
         started = False
         count = 0
         for token in line.split():

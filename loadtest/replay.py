@@ -2,7 +2,7 @@
 
 Given case files (``tests/data/cameras/qNN-*.txt`` or an operator's own file
 in the same format), it serves every scenario of every case on its own
-port. A scenario answers OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER and
+port. A scenario responds to OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER and
 TEARDOWN with the case's responses: addresses rewritten to loopback and
 the mount's port, CSeq echoed under the case's spelling of the header,
 Content-Length recomputed, Session and Transport kept as the camera wrote

@@ -241,7 +241,7 @@ def _is_slice(codec: str, nal: bytes) -> bool:
 
 
 def _sei(codec: str, payload_type: int) -> bytes:
-    """An SEI NAL unit with one message of ``payload_type`` and a one-byte payload."""
+    """Build an SEI NAL unit with one message of ``payload_type`` and a one-byte payload."""
     body = bytes((payload_type, 1, 0xA7, 0x80))
     return (b"\x06" if codec == "h264" else b"\x4e\x01") + body
 

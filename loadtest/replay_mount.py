@@ -51,7 +51,7 @@ def rewrite_addresses(text: str, port: int) -> str:
 
 
 def path_view(url: str) -> str:
-    """Return the path and query of a URL as a camera sees it, whatever scheme or authority it has."""
+    """Return the path and query of a URL, whatever scheme or authority it has; cameras compare only those."""
     value = url.strip()
     while re.match(r"(?i)^rtsps?://", value):
         value = value.split("://", 1)[1]
@@ -187,7 +187,7 @@ class Mount:
         return f"rtsp://{userinfo}{host}:{self.port}{self.path}"
 
     def description(self) -> dict[str, Any]:
-        """The mount as the ready line reports it."""
+        """Describe the mount for the ready line."""
         kinds = []
         for section in self.sections:
             label = section.kind
@@ -265,6 +265,7 @@ def prepare_mount(scenario: Scenario, library: MediaLibrary, port: int) -> Mount
     elif not re.search(r"(?m)^m=video ", sdp.replace("\r", "")):
         sdp = merge_with_clip_video(sdp, _video_section_of(clip.sdp()))
     sdp = rewrite_addresses(sdp, port)
+
     sections, session_control = media_sections(sdp)
     video_section = next((section for section in sections if section.kind == "video"), None)
     mode = 1
@@ -276,12 +277,14 @@ def prepare_mount(scenario: Scenario, library: MediaLibrary, port: int) -> Mount
     mount = Mount(
         scenario, clip, plan_video(clip, scenario.behaviour, mode), port=port, sdp=sdp, sections=sections
     )
+
     for section in sections:
         if section.kind == "audio" and not is_backchannel(sections, section):
             encoding, clock, channels = section.encoding()
             plan = plan_audio(library, encoding, clock, channels, section.fmtp())
             if plan is not None:
                 mount.audio[section.index] = plan
+
     if scenario.behaviour.stale_session:
         # The earlier session streams another picture size, so a client that
         # follows it reports the wrong size.
@@ -289,6 +292,7 @@ def prepare_mount(scenario: Scenario, library: MediaLibrary, port: int) -> Mount
             {"h264": "h264-1080p", "h265": "h265-slices", "mjpeg": "mjpeg-small"}.get(clip.codec, clip_name)
         )
         mount.stale_video = plan_video(stale_clip, replace(scenario.behaviour, no_marker=False), mode)
+
     mount.path = _infer_path(mount, sections, session_control)
     needs_credentials = (
         scenario.behaviour.auth

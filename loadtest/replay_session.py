@@ -3,7 +3,7 @@
 The responses are the scenario's templates with this session's values
 filled in. Streaming starts at PLAY and follows the mount's video plan in
 real time, with the scenario's timing faults, an earlier session's packets,
-RTCP and audio as the behaviour asks.
+RTCP and audio as the behaviour requests.
 """
 
 from __future__ import annotations
@@ -111,25 +111,12 @@ class ReplaySession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        while self._buf:
-            if self._buf[0] == 0x24:  # interleaved data from the client: RTCP receiver reports
-                if len(self._buf) < 4:
-                    return
-                length = (self._buf[2] << 8) | self._buf[3]
-                if len(self._buf) < 4 + length:
-                    return
-                del self._buf[: 4 + length]
-                self.keepalive("rtcp")
-                continue
-            end, separator = rtsp.find_header_end(self._buf, 0)
-            if end < 0:
-                return
-            first_line, headers = rtsp.parse_head(bytes(self._buf[:end]))
-            length = rtsp.content_length(headers)
-            if len(self._buf) < end + separator + length:
-                return
-            del self._buf[: end + separator + length]
-            self._handle(first_line, headers)
+        while (message := rtsp.pop_client_message(self._buf)) is not None:
+            _channel, request = message
+            if request is None:
+                self.keepalive("rtcp")  # interleaved data from the client: RTCP receiver reports
+            else:
+                self._handle(request[0], request[1])
 
     def _write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -305,7 +292,7 @@ class ReplaySession(asyncio.Protocol):
         return self._describe_url.rstrip("/") + "/"
 
     def _section_for(self, url: str) -> MediaSection | None:
-        """Find the media section a SETUP URL names, comparing paths as the camera sees them."""
+        """Find the media section a SETUP URL names, comparing paths and queries as cameras do."""
         requested = path_view(rtsp.strip_credentials(url))
         base = self._base()
         for section in self._mount.sections:
@@ -327,7 +314,8 @@ class ReplaySession(asyncio.Protocol):
             self._emit("setup_unmatched", url=url, base=self._base())
             self._respond(synthesized("404 Not Found"), cseq)
             return 404
-        requested = rtsp.parse_transport(headers.get("Transport") or "")
+
+        # The case's SETUP responses are used in order; the last one repeats.
         templates = self._mount.scenario.setups
         template = (
             templates[min(self._setup_count, len(templates) - 1)] if templates else None
@@ -340,6 +328,8 @@ class ReplaySession(asyncio.Protocol):
             section, -1, ssrc or random.getrandbits(32), random.getrandbits(16), random.getrandbits(32)
         )
         track.audio = self._mount.audio.get(section.index)
+
+        requested = rtsp.parse_transport(headers.get("Transport") or "")
         if requested.tcp or requested.client_port is None:
             channels = requested.interleaved or (2 * len(self._tracks), 2 * len(self._tracks) + 1)
             if self._behaviour.own_channels:
@@ -348,26 +338,13 @@ class ReplaySession(asyncio.Protocol):
             transport = _rewrite_transport(
                 template_transport, tcp=True, first=channels[0], second=channels[1]
             )
-        else:
-            rtp_port, rtcp_port = requested.client_port
-            # Binding the server's UDP ports is asynchronous, so the response goes out from there.
-            asyncio.ensure_future(
-                self._finish_udp_setup(template, cseq, track, rtp_port, rtcp_port, template_transport)
-            )
-            return 200
-        session_value = template.get("Session")
-        extra = [("Transport", transport)]
-        if session_value is None:
-            extra.append(("Session", f"{self._session_id};timeout=60"))
-        self._session_timeout = self._timeout_of(session_value)
-        self._tracks.append(track)
-        self._respond(template, cseq, extra)
-        self._emit(
-            "setup",
-            kind=self._kind_of(section),
-            control=section.control,
-            ssrc=f"{track.ssrc:08x}",
-            channel=track.channel,
+            self._complete_setup(template, cseq, track, transport)
+            return template.status
+
+        # Binding the server's UDP ports is asynchronous, so the response goes out from there.
+        rtp_port, rtcp_port = requested.client_port
+        asyncio.ensure_future(
+            self._finish_udp_setup(template, cseq, track, rtp_port, rtcp_port, template_transport)
         )
         return template.status
 
@@ -389,17 +366,18 @@ class ReplaySession(asyncio.Protocol):
             lambda: _UdpSink(self), local_addr=("127.0.0.1", 0)
         )
         self._udp_transports += [rtp_transport, rtcp_transport]
-        server_rtp = rtp_transport.get_extra_info("sockname")[1]
-        server_rtcp = rtcp_transport.get_extra_info("sockname")[1]
+        server_ports = (
+            rtp_transport.get_extra_info("sockname")[1],
+            rtcp_transport.get_extra_info("sockname")[1],
+        )
         track.udp = (rtp_transport, (self._peer, rtp_port))
         track.udp_rtcp = (rtcp_transport, (self._peer, rtcp_port))
         transport = _rewrite_transport(
-            template_transport,
-            tcp=False,
-            first=rtp_port,
-            second=rtcp_port,
-            server=(server_rtp, server_rtcp),
+            template_transport, tcp=False, first=rtp_port, second=rtcp_port, server=server_ports
         )
+        self._complete_setup(template, cseq, track, transport)
+
+    def _complete_setup(self, template: Message, cseq: str, track: StreamTrack, transport: str) -> None:
         session_value = template.get("Session")
         extra = [("Transport", transport)]
         if session_value is None:
@@ -412,7 +390,8 @@ class ReplaySession(asyncio.Protocol):
             kind=self._kind_of(track.section),
             control=track.section.control,
             ssrc=f"{track.ssrc:08x}",
-            udp=True,
+            channel=track.channel,
+            udp=track.udp is not None,
         )
 
     def _kind_of(self, section: MediaSection) -> str:
@@ -431,6 +410,7 @@ class ReplaySession(asyncio.Protocol):
         if not self._tracks:
             self._respond(synthesized("455 Method Not Valid in This State"), cseq)
             return 455
+
         template = self._mount.scenario.play
         extra: list[tuple[str, str]] = []
         if template is not None:
@@ -445,6 +425,7 @@ class ReplaySession(asyncio.Protocol):
             extra.append(("RTP-Info", ",".join(entries)))
         if template.get("Session") is None:
             extra.append(("Session", self._session_id))
+
         if self._behaviour.rtcp_before_play:
             for track in self._tracks:
                 self._send_rtcp(track, _sender_report(track))
@@ -457,6 +438,7 @@ class ReplaySession(asyncio.Protocol):
         self._respond(template, cseq, extra)
         if self._behaviour.stale_session:
             self._send_stale_frame(self._stale_ghost())
+
         if self._stream_task is None:
             self._last_keepalive = time.monotonic()
             self._stream_task = asyncio.ensure_future(self._stream())
@@ -470,7 +452,7 @@ class ReplaySession(asyncio.Protocol):
         return template.status
 
     def _apply_rtp_info(self, value: str) -> None:
-        """Start each track where the case's RTP-Info says, unless it gives placeholders (seq 0, rtptime 0)."""
+        """Start each track where the case's RTP-Info states, unless it gives placeholders (seq 0, rtptime 0)."""
         for entry in rtsp.parse_rtp_info(value):
             for track in self._tracks:
                 control = track.section.control
@@ -608,7 +590,7 @@ class ReplaySession(asyncio.Protocol):
                 self._send_rtp(video, packet.marker, payload_type, ts + packet.ts_offset, packet.payload)
 
     def _send_periodic(self, video: StreamTrack | None) -> None:
-        """Send each track's sender report and, if the camera does that, data on channels nobody set up."""
+        """Send each track's sender report and, if the camera does that, data on channels that were not set up."""
         for track in self._tracks:
             report = _sender_report(track)
             if self._behaviour.malformed_rtcp_sdes:
@@ -633,7 +615,7 @@ class ReplaySession(asyncio.Protocol):
             track.audio_sent_ticks += ticks
 
     def _stale_ghost(self) -> StreamTrack | None:
-        """The video track of the earlier session: another SSRC, sequence and clock, same channel."""
+        """Return the video track of the earlier session: another SSRC, sequence and clock, same channel."""
         if self._ghost is None:
             video = next((track for track in self._tracks if track.section.kind == "video"), None)
             if video is None or video.section.payload_type is None:
@@ -740,5 +722,5 @@ def _sender_report(track: StreamTrack) -> bytes:
 
 
 def _unterminated_sdes(ssrc: int) -> bytes:
-    """An SDES chunk whose CNAME item is not followed by the end item, as Hanwha QNV-8080R sends it."""
+    """Build an SDES chunk whose CNAME item lacks the end item, as Hanwha QNV-8080R cameras send it."""
     return struct.pack(">BBHI", 0x81, 202, 3, ssrc) + b"\x01\x06camera"

@@ -52,8 +52,10 @@ def plausible_rtp_payload(buf: bytes | bytearray, start: int, end: int) -> bool:
     A payload that starts with an Annex B start code is judged by the unit after it.
     """
     if end - start >= 4 and buf[start] == 0 and buf[start + 1] == 0:
-        skip = 3 if buf[start + 2] == 1 else 4 if buf[start + 2] == 0 and buf[start + 3] == 1 else 0
-        start += skip
+        if buf[start + 2] == 1:
+            start += 3
+        elif buf[start + 2] == 0 and buf[start + 3] == 1:
+            start += 4
     if end <= start:
         return False
     header = buf[start]

@@ -44,8 +44,10 @@ def plausible_rtp_payload(buf: bytes | bytearray, start: int, end: int) -> bool:
     Annex B start code is judged by the unit after it.
     """
     if end - start >= 4 and buf[start] == 0 and buf[start + 1] == 0:
-        skip = 3 if buf[start + 2] == 1 else 4 if buf[start + 2] == 0 and buf[start + 3] == 1 else 0
-        start += skip
+        if buf[start + 2] == 1:
+            start += 3
+        elif buf[start + 2] == 0 and buf[start + 3] == 1:
+            start += 4
     if end - start < 2:
         return False
     first, second = buf[start], buf[start + 1]

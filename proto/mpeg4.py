@@ -18,7 +18,6 @@ VOL_START_LAST = 0x2F
 VOP_START = 0xB6
 
 _RECTANGULAR = 0
-_BINARY_ONLY = 2
 _GRAYSCALE = 3
 
 
@@ -71,6 +70,7 @@ def _parse_vol_header(data: bytes, profile_level: int | None) -> VolInfo:
         reader.skip(3)  # chroma_format, low_delay
         if reader.flag():  # vbv_parameters: bit rate, buffer size and occupancy with markers
             reader.skip(79)
+
     shape = reader.u(2)
     if shape == _GRAYSCALE and verid != 1:
         reader.skip(4)  # video_object_layer_shape_extension
@@ -81,7 +81,8 @@ def _parse_vol_header(data: bytes, profile_level: int | None) -> VolInfo:
     reader.skip(1)  # marker_bit
     if reader.flag():  # fixed_vop_rate
         reader.skip(max(1, (resolution - 1).bit_length()))
-    if shape == _BINARY_ONLY or shape != _RECTANGULAR:
+
+    if shape != _RECTANGULAR:
         raise BitstreamError(f"video_object_layer_shape {shape} is not rectangular")
     reader.skip(1)
     width = reader.u(13)

@@ -219,7 +219,7 @@ def _expect_sources(
     rtp_info: str | None,
     pre_play_ssrcs: dict[int, set[int]],
 ) -> None:
-    """Tell each track's source filter what SETUP, RTP-Info and the packets before PLAY said.
+    """Pass each track's source filter what SETUP, RTP-Info and the packets before PLAY stated.
 
     RTP-Info entries are matched to tracks by URL or last path segment;
     entries for streams that were not set up, and malformed ones, are

@@ -8,6 +8,10 @@ not decode to a parameter set of the track's codec is ignored, and the
 in-band sets before the first keyframe are used instead. In-band sets
 always win over the SDP's: the picture size, profile and decoder
 configuration come from the sets the camera actually streams.
+
+``profile-level-id``, ``x-dimensions`` and ``framesize`` are never read:
+cameras fill them with another profile (Baseline for a Main stream),
+zeros, base64 or the size before cropping.
 """
 
 from __future__ import annotations

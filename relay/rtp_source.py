@@ -1,4 +1,4 @@
-"""Which RTP packets on a track's channel belong to the stream Pantau set up.
+"""Selection of the RTP packets on a track's channel that belong to the stream Pantau set up.
 
 A channel can carry more than the stream: packets of an earlier session
 that an old LIVE555 server still pushes into the new connection (another
@@ -87,10 +87,7 @@ class SourceFilter:
                 return True
             if now - self._last_good > SOURCE_SWITCH_SECONDS and self._payload_check(buf, start, end):
                 # The camera sends this stream on another payload type than it declared.
-                self.payload_type = payload_type
-                self._last_good = now
-                self.switches += 1
-                return True
+                return self._switch(ssrc, payload_type, now)
             self.foreign += 1
             return False
         if self.ssrc is None and payload_type == self.payload_type and self._first_source(ssrc, seq, now):
@@ -101,13 +98,16 @@ class SourceFilter:
         # A source that already sent before PLAY gets twice the wait: it is likely the stale one.
         waited = silent > (2 * SOURCE_SWITCH_SECONDS if ssrc in self.stale else SOURCE_SWITCH_SECONDS)
         if waited and self._payload_check(buf, start, end):
-            self.ssrc = ssrc
-            self.payload_type = payload_type
-            self._last_good = now
-            self.switches += 1
-            return True
+            return self._switch(ssrc, payload_type, now)
         self.dropped += 1
         return False
+
+    def _switch(self, ssrc: int, payload_type: int, now: float) -> bool:
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self._last_good = now
+        self.switches += 1
+        return True
 
     def _first_source(self, ssrc: int, seq: int, now: float) -> bool:
         expected = self.expected_seq

@@ -7,7 +7,7 @@ The client speaks RTSP the way cameras need it, not the way RFC 2326 hopes:
 - Keep-alives are never awaited. Every one is an OPTIONS request with the
   Session header, plus an RTCP receiver report per track (over TCP too),
   because cameras differ in what they count as liveness. GET_PARAMETER is
-  added only while the camera lists it in Public and answers it: some
+  added only while the camera lists it in Public and responds to it: some
   cameras list it and never respond, and a client that waits for that
   response, or relies on it alone, loses a healthy stream at the session
   timeout.
@@ -199,7 +199,7 @@ class RtspClient:
         # SSRCs of RTP packets that arrived on each channel before the PLAY reply.
         self.pre_play_ssrcs: dict[int, set[int]] = {}
         self.rtcp_channels: list[int] = []  # interleaved RTCP channels, for receiver reports
-        self.keepalive_get_parameter: bool | None = None  # None: untried, True: answered, False: not answered
+        self.keepalive_get_parameter: bool | None = None  # None: not tried yet, True: the camera responds to it, False: it does not
         self._get_parameter_cseq: int | None = None
         self._on_play_response: Callable[[rtsp.Response], None] | None = None
         self._connection: _Connection | None = None
@@ -283,7 +283,7 @@ class RtspClient:
             self._waiter = None
             if status == 200 and self._pending_method == "PLAY":
                 # Packets that follow in the same read belong to this session, so
-                # what the reply says about them (RTP-Info) is applied first.
+                # what the reply states about them (RTP-Info) is applied first.
                 if self._on_play_response is not None:
                     self._on_play_response(response)
                 self.playing = True
@@ -328,6 +328,8 @@ class RtspClient:
         if username is None:
             raise RtspError("unauthorized", f"{method} needs credentials and the camera URL has none")
         if self._authenticator is not None and not _stale_nonce(response):
+            # One authenticated attempt per request: retrying wrong credentials
+            # gets accounts locked on several camera brands.
             raise RtspError("unauthorized", f"the camera rejected the credentials for user {username!r}")
         challenge = rtsp.choose_challenge(rtsp.parse_challenges(response.headers.get_all("WWW-Authenticate")))
         if challenge is None:
@@ -358,7 +360,12 @@ class RtspClient:
         self.public_methods = {item.strip().upper() for item in public.split(",") if item.strip()}
 
     async def describe(self) -> tuple[bytes, str]:
-        """Return the SDP body and the base URL for control attributes."""
+        """Return the SDP body and the base URL for control attributes.
+
+        DESCRIBE carries no ``Require: www.onvif.org/ver20/backchannel``:
+        Pantau never talks back to a camera, and some cameras (Axis door
+        stations) reject that header with 551.
+        """
         url = self.target.url
         response = await self.request("DESCRIBE", url, [("Accept", "application/sdp")])
         _raise_for_status("DESCRIBE", response)

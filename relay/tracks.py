@@ -96,6 +96,7 @@ class _Track:
         self._payload(buf, payload_start, payload_end, seq, ts, bool(second & 0x80))
 
     def on_rtcp(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        """Read sender reports; nothing waits for them, so broken or missing RTCP delays no frame."""
         for report in parse_sender_reports(buf, start, end):
             self._listener.on_sender_report(self.kind, report, self.choice.clock_rate)
 
@@ -130,6 +131,7 @@ class VideoTrack(_Track):
         self._listener = listener
         self.clock = TrackClock(timeline, choice.clock_rate or TIMEBASE, "video", listener.on_timestamp_jump)
         self.filter = SourceFilter(choice.payload_type, _payload_check(choice.codec))
+
         self._timeline = timeline
         self._dts: DecodeTimestamps | None = None
         self._started = False
@@ -138,6 +140,7 @@ class VideoTrack(_Track):
         self.frames_waiting_for_keyframe = 0
         self.other_info: VideoInfo | None = None
         self._frame_start = True  # the next packet starts a frame (codecs that are only described)
+
         relayed = choice.codec in ("h264", "h265")
         self._checking: list[tuple[bytes, int, int, bool]] | None = [] if relayed else None
         self._set_codec(choice.codec)
@@ -235,7 +238,7 @@ class VideoTrack(_Track):
             # width and height in units of 8 pixels.
             self._report_other(buf[start + 6] * 8, buf[start + 7] * 8, None)
         elif self.codec == "mpeg4" and self._frame_start:
-            # A keyframe repeats the VOL header, which holds the picture size.
+            # A keyframe repeats the VOL header, which contains the picture size.
             self._describe_mpeg4(bytes(buf[start:end]))
         elif self.other_info is None and self.codec not in ("mjpeg", "mpeg4"):
             self._report_other(0, 0, None)

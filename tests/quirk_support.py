@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -10,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support import REPO
+from tests.support import REPO, follow_json_lines, terminate
 
 CORPUS = REPO / "tests" / "data" / "cameras"
 VARIANTS = REPO / "tests" / "data" / "camera-variants"
@@ -45,21 +44,15 @@ class ReplayProcess:
         stderr.close()
         ready = threading.Event()
 
-        def read_events() -> None:
-            assert self.process is not None and self.process.stdout is not None
-            for line in self.process.stdout:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if event.get("event") == "ready":
-                    self.mounts = {mount["name"]: mount for mount in event["mounts"]}
-                    ready.set()
-                    continue
-                with self._lock:
-                    self.events.append(event)
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("event") == "ready":
+                self.mounts = {mount["name"]: mount for mount in event["mounts"]}
+                ready.set()
+                return
+            with self._lock:
+                self.events.append(event)
 
-        threading.Thread(target=read_events, daemon=True).start()
+        follow_json_lines(self.process, on_event)
         if not ready.wait(timeout):
             self.stop()
             raise RuntimeError(
@@ -90,11 +83,6 @@ class ReplayProcess:
         raise AssertionError(f"no {event} event from mount {mount} within {timeout} s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            terminate(self.process)
         self.process = None

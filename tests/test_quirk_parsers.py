@@ -177,7 +177,7 @@ def test_in_band_sets_replace_sdp_sets():
 
 
 def test_codec_strings_from_sps_not_profile_level_id():
-    """q01, q34: profile-level-id says Baseline or Main@1.2; the SPS says otherwise."""
+    """q01, q34: profile-level-id states Baseline or Main@1.2, and the SPS states otherwise."""
     q01 = decode_parameter_set("Z00AKZpkA8ARPyzUBAQFAAADA+gAAOpgBA==")[0]
     q34 = decode_parameter_set("Z0LgHtoCwEkQ")[0]
     assert h264.parse_sps(q01).codec_string == "avc1.4D0029"
@@ -407,7 +407,9 @@ def test_track_choice_variants():
     """Fault kinds the corpus has once, spelled another way."""
     mismatch = "m=video 0 RTP/AVP 96\r\na=rtpmap:97 H264/90000\r\na=fmtp:97 packetization-mode=1\r\n"
     video, _ = choose_tracks(parse_sdp(mismatch))
-    assert video is not None and video.codec == "h264" and video.payload_type == 96
+    assert video is not None
+    assert video.codec == "h264"
+    assert video.payload_type == 96
 
     static_reuse = "m=video 0 RTP/AVP 8\na=rtpmap:8 H264/90000\nm=audio 0 RTP/AVP 97\na=rtpmap:97 PCMA/8000\n"
     video, audio = choose_tracks(parse_sdp(static_reuse))
@@ -453,7 +455,7 @@ def _collect_units() -> tuple[list[tuple[list[bytes], int, bool]], object]:
 
 
 def test_marked_parameter_sets_stay_with_picture():
-    """q40: SPS, PPS and SEI each carry the marker bit; one access unit still holds them and the IDR."""
+    """q40: SPS, PPS and SEI each carry the marker bit; one access unit still contains them and the IDR."""
     units, callback = _collect_units()
     depacketizer = H264Depacketizer(callback)
     lines = _case("q40").blocks[1].text.splitlines()

@@ -151,7 +151,7 @@ def check_refused(lab: Lab, name: str) -> dict[str, Any]:
 
 
 def _q01(lab: Lab, view: dict[str, Any]) -> None:
-    # profile-level-id says Baseline, the SDP's SPS says Main; the streamed SPS says Constrained Baseline.
+    # profile-level-id states Baseline and the SDP's SPS Main, but the streamed SPS is Constrained Baseline.
     assert view["profile"] == "Constrained Baseline"
     assert [event["kind"] for event in lab.setups("q01")] == ["video"]  # ONVIF metadata not set up
 
@@ -187,15 +187,15 @@ def _q23(lab: Lab, view: dict[str, Any]) -> None:
 
 
 def _q26(lab: Lab, view: dict[str, Any]) -> None:
-    # Cannot affect Pantau: Pantau never asks for the ONVIF back-channel, so it never
+    # Cannot affect Pantau: Pantau never requests the ONVIF back-channel, so it never
     # sends the Require header this camera rejects with 551. The replay does reject it.
     assert all("require" not in request for request in lab.replay.requests("q26", "DESCRIBE"))
 
 
 def _q28(lab: Lab, view: dict[str, Any]) -> None:
     # Cannot affect delivery: Pantau never waits for a sender report, so a compound RTCP
-    # packet with a broken SDES (sent every second here) changes nothing; the SR itself
-    # is still read (test_malformed_sdes_keeps_sender_report).
+    # packet with a broken SDES (sent every second here) changes nothing. The SR itself
+    # is still read, as test_malformed_sdes_keeps_sender_report shows.
     assert view["fps"] is None or view["fps"] > 0
 
 
@@ -217,7 +217,7 @@ def _q64(lab: Lab, view: dict[str, Any]) -> None:
 
 
 def _q67(lab: Lab, view: dict[str, Any]) -> None:
-    # GET_PARAMETER is listed but never answered: Pantau sends it once at most per session.
+    # GET_PARAMETER is listed but never gets a response, so Pantau sends it at most once per session.
     unanswered = lab.replay.events_of("q67", "unanswered")
     connections = lab.replay.events_of("q67", "connected")
     assert len(unanswered) <= len(connections)
@@ -263,7 +263,7 @@ def test_corpus_case_plays(lab, case_id):
 
 
 def test_refused_sizes_come_from_stream(lab):
-    """q58's config= says 640x480 and q62's x-dimensions 1280x960; the streams say otherwise."""
+    """q58's config= states 640x480 and q62's x-dimensions 1280x960, but the streams differ."""
     assert (lab.pantau.camera("q58")["width"], lab.pantau.camera("q58")["height"]) != (640, 480)
     assert (lab.pantau.camera("q62")["width"], lab.pantau.camera("q62")["height"]) != (1280, 960)
 
