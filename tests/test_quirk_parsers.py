@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+import struct
 
 import pytest
 
@@ -21,9 +22,11 @@ from proto.bits import BitstreamError
 from proto.mpeg4 import parse_vol
 from proto.rtp import parse_sender_reports
 from proto.sdp import parse_sdp
-from relay.depacketize import H264Depacketizer, H265Depacketizer
+from relay.depacketize import AacDepacketizer, H264Depacketizer, H265Depacketizer
 from relay.ingest import choose_tracks
 from relay.parameter_sets import ParameterSets, decode_parameter_set
+from relay.timeline import CameraTimeline
+from relay.tracks import AudioTrack
 from tests.quirk_support import CORPUS, corpus_files
 
 
@@ -435,6 +438,28 @@ def test_aac_rate_from_config_not_rtpmap():
     """q05 and q41: the AudioSpecificConfig (16 kHz mono) beats rtpmap's 32000 or its 2 channels."""
     config = parse_audio_specific_config(bytes.fromhex("1408"))
     assert (config.sample_rate, config.channels) == (16000, 1)
+
+
+def test_aac_timestamps_follow_rtp_clock():
+    """q05: 16 kHz AAC on a 32000 Hz RTP clock; the second frame of a packet is 2048 ticks later."""
+    _video, audio = choose_tracks(parse_sdp(_sdp_of("q05")))
+    assert audio is not None
+    track = AudioTrack(audio, _Listener(), CameraTimeline())
+    assert (track.info.sample_rate, track.info.channels) == (16000, 1)
+
+    stamps: list[int] = []
+    depacketizer = AacDepacketizer(lambda frame, ts: stamps.append(ts), 1024 * audio.clock_rate // 16000)
+    # AU-headers-length of 32 bits: two headers of 13-bit size and 3-bit index.
+    payload = struct.pack(">HHH", 32, 3 << 3, 2 << 3) + b"\x01\x02\x03\x04\x05"
+    depacketizer.push(payload, 0, len(payload), 1, 1000, True)
+    assert stamps == [1000, 3048]
+
+
+class _Listener:
+    """The one callback an audio track needs before its first packet."""
+
+    def on_timestamp_jump(self, track: str, seconds: float, kind: str) -> None:
+        pass
 
 
 def test_malformed_sdes_keeps_sender_report():
