@@ -59,7 +59,13 @@ def plausible_rtp_payload(buf: bytes | bytearray, start: int, end: int) -> bool:
     if end <= start:
         return False
     header = buf[start]
-    return not header & 0x80 and (header & 0x1F) in _RTP_PAYLOAD_TYPES
+    kind = header & 0x1F
+    if header & 0x80 or kind not in _RTP_PAYLOAD_TYPES:
+        return False
+    if kind == NAL_FU_A:
+        # The FU header's reserved bit is 0 and it names the fragmented unit's type.
+        return end - start >= 2 and not buf[start + 1] & 0x20 and (buf[start + 1] & 0x1F) in _RTP_PAYLOAD_TYPES
+    return True
 
 
 def first_slice_of_picture(nal: bytes) -> bool:

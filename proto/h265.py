@@ -54,7 +54,14 @@ def plausible_rtp_payload(buf: bytes | bytearray, start: int, end: int) -> bool:
     if first & 0x80 or first & 0x01 or second >> 3 or not second & 0x07:
         return False
     kind = (first >> 1) & 0x3F
-    return kind <= 9 or 16 <= kind <= 21 or 32 <= kind <= 40 or kind in (NAL_AP, NAL_FU)
+    if kind == NAL_FU:
+        # The FU header names the fragmented unit's type, which must be one of the others.
+        return end - start >= 3 and _plausible_type(buf[start + 2] & 0x3F)
+    return _plausible_type(kind) or kind == NAL_AP
+
+
+def _plausible_type(kind: int) -> bool:
+    return kind <= 9 or 16 <= kind <= 21 or 32 <= kind <= 40
 
 
 def first_slice_of_picture(nal: bytes) -> bool:

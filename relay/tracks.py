@@ -31,7 +31,9 @@ from relay.rtp_source import SourceFilter
 from relay.timeline import CameraTimeline, DecodeTimestamps, TrackClock
 
 DEFAULT_FRAME_TICKS = TIMEBASE // 15
-# Packets looked at before trusting the SDP's H.264/H.265 label (see VideoTrack).
+# Packets looked at before trusting the SDP's H.264/H.265 label (see VideoTrack):
+# this many that all fit confirm it at once, and a verdict comes after at most the second number.
+CODEC_CONFIRM_PACKETS = 4
 CODEC_CHECK_PACKETS = 16
 
 _VOL_START = re.compile(rb"\x00\x00\x01[\x20-\x2f]")
@@ -117,10 +119,11 @@ class VideoTrack(_Track):
     """Receive one video track and hand complete frames to the listener.
 
     The SDP's codec label is checked against the NAL unit headers of the
-    first packets: cameras label H.264 as H265 and the reverse. When the
-    first ``CODEC_CHECK_PACKETS`` payloads do not fit the declared codec
-    but do fit the other one, the track switches codec (and logs it) before
-    any frame is delivered.
+    first packets: cameras label H.264 as H265 and the reverse. The first
+    ``CODEC_CONFIRM_PACKETS`` payloads confirm the label when they all fit
+    it. Otherwise, when most of the first ``CODEC_CHECK_PACKETS`` do not fit
+    the declared codec but do fit the other one, the track switches codec
+    (and logs it) before any frame is delivered.
     """
 
     kind = "video"
@@ -177,13 +180,14 @@ class VideoTrack(_Track):
         checking = self._checking
         assert checking is not None
         checking.append((payload, seq, ts, marker))
-        if len(checking) < CODEC_CHECK_PACKETS:
+        fits = _payload_check(self.codec)
+        declared = sum(1 for item in checking if fits(item[0], 0, len(item[0])))
+        confirmed = len(checking) >= CODEC_CONFIRM_PACKETS and declared == len(checking)
+        if not confirmed and len(checking) < CODEC_CHECK_PACKETS:
             return
         self._checking = None
         other = "h265" if self.codec == "h264" else "h264"
-        fits = _payload_check(self.codec)
         fits_other = _payload_check(other)
-        declared = sum(1 for item in checking if fits(item[0], 0, len(item[0])))
         alternative = sum(1 for item in checking if fits_other(item[0], 0, len(item[0])))
         if declared * 2 < len(checking) and alternative * 10 >= len(checking) * 9:
             self._listener.on_codec_corrected(self.codec, other)

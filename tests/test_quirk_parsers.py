@@ -556,10 +556,12 @@ def test_aud_and_mixed_start_codes_split():
         ("419a", True, False),  # H.264 P slice
         ("40010c01", False, True),  # H.265 VPS
         ("4201", False, True),  # H.265 SPS
-        ("6201", False, True),  # H.265 FU
+        ("620193", False, True),  # H.265 FU starting an IDR slice
         ("0201d0", False, True),  # H.265 TRAIL_R
         ("00000001674d", True, False),  # H.264 SPS behind a start code
         ("e900f004", False, False),  # q35's shifted sprop: forbidden bit set
+        ("3c74743a", False, False),  # "<tt:", ONVIF metadata XML on the video channel
+        ("620126", False, True),  # H.265 FU continuation naming FD_NUT, as Tiandy cameras send
     ],
 )
 def test_nal_header_plausibility(payload, h264_fits, h265_fits):
