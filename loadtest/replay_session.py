@@ -274,11 +274,8 @@ class ReplaySession(asyncio.Protocol):
         self._describe_url = url
         message = scenario.describe.copy()
         message.body = self._mount.sdp
-        if message.synthesized or (
-            message.get("Content-Base") is None
-            and message.get("Content-Location") is None
-            and not scenario.describe.headers
-        ):
+        if message.synthesized:
+            # A case that publishes only an SDP gets the Content-Base most cameras send.
             message.set("Content-Base", url.rstrip("/") + "/")
         message.set("Content-Type", message.get("Content-Type") or "application/sdp")
         self._respond(message, cseq)
