@@ -26,14 +26,14 @@ def variant_files() -> list[Path]:
 class ReplayProcess:
     """``python -m loadtest.replay`` in a subprocess; its JSON event lines are collected."""
 
-    def __init__(self, files: list[Path], options: list[str] | None = None) -> None:
+    def __init__(self, files: list[Path], log_dir: Path, options: list[str] | None = None) -> None:
         self.files = files
         self.options = options or []
         self.process: subprocess.Popen[str] | None = None
         self.mounts: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self.stderr_path = Path("/tmp") / f"pantau-replay-{id(self)}.log"
+        self.stderr_path = log_dir / "replay-stderr.log"
 
     def start(self, timeout: float = 60) -> ReplayProcess:
         command = [sys.executable, "-m", "loadtest.replay", "--port", "0", *map(str, self.files)]

@@ -64,7 +64,8 @@ def _camera_id(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    replay = ReplayProcess(corpus_files() + variant_files()).start()
+    data_dir: Path = tmp_path_factory.mktemp("quirks")
+    replay = ReplayProcess(corpus_files() + variant_files(), data_dir).start()
     cameras = [
         camera_entry(_camera_id(name), mount["url"], mode="always") for name, mount in replay.mounts.items()
     ]
@@ -72,7 +73,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         camera_entry(f"{_camera_id(name)}-udp", replay.mounts[name]["url"], mode="always", transport="udp")
         for name in UDP_SCENARIOS
     ]
-    data_dir: Path = tmp_path_factory.mktemp("quirks")
     pantau = Pantau(data_dir=data_dir, cameras=cameras, env={"PANTAU_READ_TIMEOUT_SECONDS": "6"})
     try:
         pantau.start()
