@@ -25,12 +25,13 @@ VIDEO_CLOCK = 90000
 
 @dataclass(slots=True)
 class ClipFrame:
-    """One video frame: its RTP payloads and the audio payloads sent with it."""
+    """One video frame: its NAL units, its RTP payloads and the audio payloads sent with it."""
 
     pts: int  # 90 kHz from the start of the clip
     key: bool
     payloads: list[bytes]
     audio: list[tuple[int, bytes]] = field(default_factory=list)  # (audio clock ts, payload)
+    nals: list[bytes] = field(default_factory=list)  # parameter sets first on keyframes
 
 
 @dataclass(slots=True)
@@ -199,13 +200,8 @@ def load_clip(path: str | Path) -> Clip:
     frame_ticks = round(VIDEO_CLOCK / fps)
     duration = max(pts for pts, _, _ in video_packets) - origin + frame_ticks
 
-    frames: list[ClipFrame] = []
-    for pts, key, sample in video_packets:
-        nals = _split_sample(sample)
-        if key:
-            nals = list(parameter_sets) + [nal for nal in nals if not _is_parameter_set(codec, nal)]
-        payloads = [payload for nal in nals for payload in packetize_nal(codec, nal)]
-        frames.append(ClipFrame(pts - origin, key, payloads))
+    pictures = [(pts - origin, key, _split_sample(sample)) for pts, key, sample in video_packets]
+    frames = _clip_frames(codec, pictures, parameter_sets)
 
     if audio_packets and audio_rate:
         # Frames go out at a steady pace in decode order, frame i at i / fps
@@ -228,6 +224,40 @@ def load_clip(path: str | Path) -> Clip:
         audio_channels=audio_channels,
         audio_config=audio_config,
     )
+
+
+def _clip_frames(
+    codec: str, pictures: list[tuple[int, bool, list[bytes]]], parameter_sets: list[bytes]
+) -> list[ClipFrame]:
+    """Packetise pictures given as (pts, keyframe, NAL units), with the parameter sets before each keyframe."""
+    frames = []
+    for pts, key, nals in pictures:
+        if key:
+            nals = list(parameter_sets) + [nal for nal in nals if not _is_parameter_set(codec, nal)]
+        payloads = [payload for nal in nals for payload in packetize_nal(codec, nal)]
+        frames.append(ClipFrame(pts, key, payloads, nals=nals))
+    return frames
+
+
+def clip_from_pictures(
+    path: Path, codec: str, width: int, height: int, fps: float, pictures: list[tuple[int, bool, list[bytes]]]
+) -> Clip:
+    """Build a video-only clip from encoder output: (pts in 90 kHz, keyframe, NAL units) per picture.
+
+    The parameter sets are taken from the first keyframe, which must carry them in-band.
+    """
+    first_key = next(nals for _, key, nals in pictures if key)
+    parameter_sets = [nal for nal in first_key if _is_parameter_set(codec, nal)]
+    if codec == "h265":
+        by_type = {(nal[0] >> 1) & 0x3F: nal for nal in parameter_sets}
+        parameter_sets = [by_type[h265.NAL_VPS], by_type[h265.NAL_SPS], by_type[h265.NAL_PPS]]
+    else:
+        by_type = {nal[0] & 0x1F: nal for nal in parameter_sets}
+        parameter_sets = [by_type[h264.NAL_SPS], by_type[h264.NAL_PPS]]
+    frames = _clip_frames(codec, pictures, parameter_sets)
+    frame_ticks = round(VIDEO_CLOCK / fps)
+    duration = max(frame.pts for frame in frames) + frame_ticks
+    return Clip(path, codec, width, height, fps, duration, frames, parameter_sets)
 
 
 def _is_parameter_set(codec: str, nal: bytes) -> bool:

@@ -295,25 +295,10 @@ class _RtspServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        while True:
-            if self._buf[:1] == b"$":
-                # RTCP from the client; ignore.
-                if len(self._buf) < 4:
-                    return
-                length = (self._buf[2] << 8) | self._buf[3]
-                if len(self._buf) < 4 + length:
-                    return
-                del self._buf[: 4 + length]
-                continue
-            end, separator = rtsp.find_header_end(self._buf, 0)
-            if end < 0:
-                return
-            first_line, headers = rtsp.parse_head(bytes(self._buf[:end]))
-            length = rtsp.content_length(headers)
-            if len(self._buf) < end + separator + length:
-                return
-            del self._buf[: end + separator + length]
-            self._handle(first_line, headers)
+        while (message := rtsp.pop_client_message(self._buf)) is not None:
+            _channel, request = message
+            if request is not None:  # interleaved frames are the client's RTCP, ignored
+                self._handle(request[0], request[1])
 
     def _reply(self, status: str, cseq: str, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
         lines = [f"RTSP/1.0 {status}", f"CSeq: {cseq}", "Server: Pantau simulator"]

@@ -40,6 +40,34 @@ def is_vcl(kind: int) -> bool:
     return 1 <= kind <= 5
 
 
+# NAL unit types an RTP payload of a camera starts with: slices, SEI, parameter
+# sets, access unit delimiter, STAP-A and FU-A. Data partitions (2 to 4) are
+# part of the Extended profile, which cameras do not use.
+_RTP_PAYLOAD_TYPES = frozenset({1, 5, 6, 7, 8, 9, 12, NAL_STAP_A, NAL_FU_A})
+
+
+def plausible_rtp_payload(buf: bytes | bytearray, start: int, end: int) -> bool:
+    """Return True when an RTP payload starts with an H.264 NAL header a camera would send.
+
+    A payload that starts with an Annex B start code is judged by the unit after it.
+    """
+    if end - start >= 4 and buf[start] == 0 and buf[start + 1] == 0:
+        if buf[start + 2] == 1:
+            start += 3
+        elif buf[start + 2] == 0 and buf[start + 3] == 1:
+            start += 4
+    if end <= start:
+        return False
+    header = buf[start]
+    kind = header & 0x1F
+    if header & 0x80 or kind not in _RTP_PAYLOAD_TYPES:
+        return False
+    if kind == NAL_FU_A:
+        # The FU header's reserved bit is 0 and it names the fragmented unit's type.
+        return end - start >= 2 and not buf[start + 1] & 0x20 and (buf[start + 1] & 0x1F) in _RTP_PAYLOAD_TYPES
+    return True
+
+
 def first_slice_of_picture(nal: bytes) -> bool:
     """Return True when a slice NAL starts a picture (first_mb_in_slice is 0).
 

@@ -35,6 +35,35 @@ def is_keyframe(kind: int) -> bool:
     return 16 <= kind <= 23
 
 
+def plausible_rtp_payload(buf: bytes | bytearray, start: int, end: int) -> bool:
+    """Return True when an RTP payload starts with an H.265 NAL header a camera would send.
+
+    The two-byte header must have layer 0 and a temporal id plus 1 of at
+    least 1, and a type that is a slice, a parameter set, an AUD, an SEI,
+    an aggregation packet or a fragment. A payload that starts with an
+    Annex B start code is judged by the unit after it.
+    """
+    if end - start >= 4 and buf[start] == 0 and buf[start + 1] == 0:
+        if buf[start + 2] == 1:
+            start += 3
+        elif buf[start + 2] == 0 and buf[start + 3] == 1:
+            start += 4
+    if end - start < 2:
+        return False
+    first, second = buf[start], buf[start + 1]
+    if first & 0x80 or first & 0x01 or second >> 3 or not second & 0x07:
+        return False
+    kind = (first >> 1) & 0x3F
+    if kind == NAL_FU:
+        # The FU header names the fragmented unit's type, which must be one of the others.
+        return end - start >= 3 and _plausible_type(buf[start + 2] & 0x3F)
+    return _plausible_type(kind) or kind == NAL_AP
+
+
+def _plausible_type(kind: int) -> bool:
+    return kind <= 9 or 16 <= kind <= 21 or 32 <= kind <= 40
+
+
 def first_slice_of_picture(nal: bytes) -> bool:
     """Return True when a slice segment starts a picture (first_slice_segment_in_pic_flag)."""
     return len(nal) > 2 and bool(nal[2] & 0x80)

@@ -101,6 +101,36 @@ def parse_head(head: bytes) -> tuple[str, Headers]:
     return first, headers
 
 
+def pop_client_message(buf: bytearray) -> tuple[int, None] | tuple[None, tuple[str, Headers, bytes]] | None:
+    """Remove the next complete message a client sent to a server from ``buf``.
+
+    Returns ``(channel, None)`` for an interleaved ``$`` frame (the client's
+    RTCP), ``(None, (first line, headers, body))`` for a request, and None
+    while the message is incomplete.
+    """
+    if not buf:
+        return None
+    if buf[0] == 0x24:
+        if len(buf) < 4:
+            return None
+        length = (buf[2] << 8) | buf[3]
+        if len(buf) < 4 + length:
+            return None
+        channel = buf[1]
+        del buf[: 4 + length]
+        return channel, None
+    end, separator = find_header_end(buf, 0)
+    if end < 0:
+        return None
+    first_line, headers = parse_head(bytes(buf[:end]))
+    length = content_length(headers)
+    if len(buf) < end + separator + length:
+        return None
+    body = bytes(buf[end + separator : end + separator + length])
+    del buf[: end + separator + length]
+    return None, (first_line, headers, body)
+
+
 def parse_status_line(line: str) -> tuple[int, str]:
     parts = line.split(None, 2)
     if len(parts) < 2 or not parts[0].upper().startswith("RTSP/"):

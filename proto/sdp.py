@@ -55,9 +55,16 @@ class Media:
         return [int(fmt) for fmt in self.formats if fmt.isdigit() and int(fmt) < 128]
 
     def rtpmap_for(self, payload_type: int) -> RtpMap | None:
-        """Return the rtpmap of a payload type, falling back to the static table."""
+        """Return the rtpmap of a payload type, falling back to the static table.
+
+        A section with one format and one rtpmap of another number (``m=video
+        0 RTP/AVP 96`` with ``a=rtpmap:97 H264/90000``) gets that rtpmap: the
+        camera numbered one of the lines wrongly.
+        """
         if payload_type in self.rtpmaps:
             return self.rtpmaps[payload_type]
+        if len(self.rtpmaps) == 1 and len(self.payload_types) == 1 and payload_type >= 96:
+            return next(iter(self.rtpmaps.values()))
         static = STATIC_PAYLOAD_TYPES.get(payload_type)
         return RtpMap(*static) if static else None
 

@@ -415,7 +415,9 @@ class Camera:
         if video is not None and video.depacketizer is not None:
             counters.update({k: v for k, v in video.depacketizer.stats.snapshot().items() if v})
             if video.filter.dropped:
-                counters["foreign_packets"] = video.filter.dropped
+                counters["other_source_packets"] = video.filter.dropped
+            if video.filter.foreign:
+                counters["other_payload_type_packets"] = video.filter.foreign
         if session.client is not None and session.client.dropped_interleaved:
             counters["unexpected_channel_packets"] = session.client.dropped_interleaved
         if counters:
@@ -510,6 +512,9 @@ class Camera:
             ticks = session.video.clock.ticks_at(report.rtp_timestamp)
             if ticks is not None:
                 self.wallclock_reference = (ticks, report.ntp_seconds)
+
+    def on_codec_corrected(self, declared: str, detected: str) -> None:
+        self.log.warning("video_codec_corrected", declared=declared, detected=detected)
 
     def on_packet_bytes(self, count: int) -> None:
         self.ingest_bytes += count

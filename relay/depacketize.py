@@ -1,12 +1,17 @@
 """RTP payloads to access units: H.264 (RFC 6184), H.265 (RFC 7798), AAC (RFC 3640).
 
 Access-unit boundaries follow what cameras really send, not only the marker
-bit: a camera may set the marker on SPS, PPS or SEI packets, never set it, or
-stamp parameter sets with another timestamp than the picture. So a unit ends
+bit: a camera may set the marker on SPS, PPS or SEI packets, on the last
+packet of every slice instead of every picture, never set it, or stamp
+parameter sets with another timestamp than the picture. So a unit ends
 when a packet with a new timestamp arrives, when an access unit delimiter,
 parameter set or prefix SEI follows a slice, when a slice starts a new
-picture, or on a marker bit right after a slice. Only units that contain a
-slice are delivered.
+picture, or on a marker bit right after a slice. Only a slice ends a unit
+on the marker bit, so a marked SPS or SEI stays with its picture. When a
+slice that continues a picture (not its first slice, same timestamp)
+arrives after the marker bit ended that picture, the marker is not trusted
+for the rest of the session; the picture it cut is the one glitch. Only
+units that contain a slice are delivered.
 
 The methods here run once per RTP packet and keep to slicing and integer
 tests; everything per frame happens in the callback.
@@ -33,13 +38,14 @@ AccessUnitCallback = Callable[[list[bytes], int, bool], None]
 class DepacketizerStats:
     """Per-packet faults, counted here and logged as periodic summaries."""
 
-    __slots__ = ("lost_packets", "dropped_fragments", "unsupported_packets", "annexb_repairs")
+    __slots__ = ("annexb_repairs", "dropped_fragments", "lost_packets", "marker_distrusted", "unsupported_packets")
 
     def __init__(self) -> None:
         self.lost_packets = 0
         self.dropped_fragments = 0
         self.unsupported_packets = 0
         self.annexb_repairs = 0
+        self.marker_distrusted = 0
 
     def snapshot(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -59,6 +65,14 @@ class VideoDepacketizer:
         self._au_ts = 0
         self._au_has_vcl = False
         self._au_key = False
+        self._au_orphan = False  # the rest of a picture the marker bit cut off
+        self.marker_trusted = True
+        self._marker_flushed_ts: int | None = None  # timestamp of the last unit the marker ended
+
+    def skip_sequence(self, seq: int) -> None:
+        """Count a packet of this source that carries another payload type as received, not lost."""
+        if self._expected_seq == seq:
+            self._expected_seq = (seq + 1) & 0xFFFF
 
     def push(self, buf: bytes | bytearray, start: int, end: int, seq: int, ts: int, marker: bool) -> None:
         """Take the payload ``buf[start:end]`` of one RTP packet."""
@@ -76,8 +90,9 @@ class VideoDepacketizer:
         if end <= start:
             return
         completed_vcl = self._unpack(buf, start, end, ts)
-        if marker and completed_vcl and self._au_has_vcl:
+        if marker and completed_vcl and self._au_has_vcl and self.marker_trusted:
             self._flush()
+            self._marker_flushed_ts = ts
 
     def _unpack(self, buf: bytes | bytearray, start: int, end: int, ts: int) -> bool:
         """Unpack one payload; return True when it completed a slice NAL unit."""
@@ -112,6 +127,11 @@ class VideoDepacketizer:
             return False
         if role == SLICE:
             if not self._au_has_vcl:
+                if not boundary and ts == self._marker_flushed_ts and self.marker_trusted:
+                    # The marker bit ended the previous unit in the middle of this picture.
+                    self.marker_trusted = False
+                    self.stats.marker_distrusted += 1
+                    self._au_orphan = True
                 self._au_ts = ts
                 self._au_has_vcl = True
             if key:
@@ -156,10 +176,14 @@ class VideoDepacketizer:
         nals = self._au
         ts = self._au_ts
         key = self._au_key
+        orphan = self._au_orphan
         self._au = []
         self._au_has_vcl = False
         self._au_key = False
-        self._on_access_unit(nals, ts, key)
+        self._au_orphan = False
+        self._marker_flushed_ts = None
+        if not orphan:
+            self._on_access_unit(nals, ts, key)
 
 
 class H264Depacketizer(VideoDepacketizer):
@@ -240,13 +264,13 @@ class AacDepacketizer:
     def __init__(
         self,
         on_frame: AudioFrameCallback,
-        frame_length: int,
+        frame_ticks: int,
         size_length: int = 13,
         index_length: int = 3,
         index_delta_length: int = 3,
     ) -> None:
         self._on_frame = on_frame
-        self._frame_length = frame_length
+        self._frame_ticks = frame_ticks  # RTP clock ticks per frame, for packets with several frames
         self._size_length = size_length
         self._index_length = index_length
         self._index_delta_length = index_delta_length
@@ -278,7 +302,7 @@ class AacDepacketizer:
             if data + size > end:
                 self.stats.dropped_fragments += 1
                 break
-            self._emit(bytes(buf[data : data + size]), ts + index * self._frame_length)
+            self._emit(bytes(buf[data : data + size]), ts + index * self._frame_ticks)
             data += size
 
     def _au_sizes(self, headers: bytes, header_bits: int) -> list[int]:

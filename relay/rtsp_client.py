@@ -4,12 +4,18 @@ The client speaks RTSP the way cameras need it, not the way RFC 2326 hopes:
 
 - Responses are matched in order, not by CSeq, because there is never more
   than one request waiting and some cameras echo CSeq wrongly.
-- Keep-alives are OPTIONS requests sent without waiting for the response.
-  Some cameras list GET_PARAMETER and never respond to it, and a client
-  that waits for the response drops a healthy stream.
+- Keep-alives are never awaited. Every one is an OPTIONS request with the
+  Session header, plus an RTCP receiver report per track (over TCP too),
+  because cameras differ in what they count as liveness. GET_PARAMETER is
+  added only while the camera lists it in Public and responds to it: some
+  cameras list it and never respond, and a client that waits for that
+  response, or relies on it alone, loses a healthy stream at the session
+  timeout.
 - Interleaved data before the PLAY reply, or on a channel that was not set
   up, is dropped: old LIVE555 servers push a stale session's packets into a
-  new connection.
+  new connection. The SSRCs seen before the PLAY reply are remembered
+  (``pre_play_ssrcs``), so the ingest can tell that session's packets from
+  the new one's.
 - TEARDOWN is sent before closing, so those servers release the session.
 """
 
@@ -31,6 +37,7 @@ PacketHandler = Callable[[bytes | bytearray, int, int], None]
 USER_AGENT = "Pantau"
 MAX_HEAD_BYTES = 64 * 1024
 KEEPALIVE_MAX_INTERVAL = 30.0
+MAX_PRE_PLAY_SSRCS = 8  # per channel; a stale session has one, a flood is not worth more
 
 
 class RtspError(Exception):
@@ -82,6 +89,8 @@ class _Connection(asyncio.Protocol):
                     handler(buf, pos + 4, end)
                 else:
                     client.dropped_interleaved += 1
+                    if not playing:
+                        client.note_pre_play_packet(buf[pos + 1], buf, pos + 4, end)
                 pos = end
                 continue
             consumed = self._message(buf, pos, size)
@@ -145,6 +154,8 @@ class _UdpReceiver(asyncio.DatagramProtocol):
         client = self._client
         if not client.playing or addr[0] != client.peer_host:
             client.dropped_interleaved += 1
+            if not client.playing and addr[0] == client.peer_host:
+                client.note_pre_play_packet(self._channel, data, 0, len(data))
             return
         client.last_receive = client.loop.time()
         handler = client.handlers.get(self._channel)
@@ -185,6 +196,12 @@ class RtspClient:
         self.peer_host = ""
         self.session: rtsp.SessionHeader | None = None
         self.public_methods: set[str] = set()
+        # SSRCs of RTP packets that arrived on each channel before the PLAY reply.
+        self.pre_play_ssrcs: dict[int, set[int]] = {}
+        self.rtcp_channels: list[int] = []  # interleaved RTCP channels, for receiver reports
+        self.keepalive_get_parameter: bool | None = None  # None: not tried yet, True: the camera responds to it, False: it does not
+        self._get_parameter_cseq: int | None = None
+        self._on_play_response: Callable[[rtsp.Response], None] | None = None
         self._connection: _Connection | None = None
         self._cseq = 0
         self._waiter: asyncio.Future[rtsp.Response] | None = None
@@ -266,10 +283,17 @@ class RtspClient:
         if waiter is not None and not waiter.done():
             self._waiter = None
             if status == 200 and self._pending_method == "PLAY":
-                # Packets that follow in the same read belong to this session.
+                # Packets that follow in the same read belong to this session, so
+                # what the reply states about them (RTP-Info) is applied first.
+                if self._on_play_response is not None:
+                    self._on_play_response(response)
                 self.playing = True
             waiter.set_result(response)
+            return
         # Otherwise it is the response to a keep-alive, which is not awaited.
+        if self._get_parameter_cseq is not None and response.cseq == self._get_parameter_cseq:
+            self.keepalive_get_parameter = 200 <= status < 300
+            self._get_parameter_cseq = None
 
     def _answer_server_request(self, first_line: str, headers: rtsp.Headers) -> None:
         """Respond to a request from the camera (some send OPTIONS or GET_PARAMETER as pings)."""
@@ -305,6 +329,8 @@ class RtspClient:
         if username is None:
             raise RtspError("unauthorized", f"{method} needs credentials and the camera URL has none")
         if self._authenticator is not None and not _stale_nonce(response):
+            # One authenticated attempt per request: retrying wrong credentials
+            # gets accounts locked on several camera brands.
             raise RtspError("unauthorized", f"the camera rejected the credentials for user {username!r}")
         challenge = rtsp.choose_challenge(rtsp.parse_challenges(response.headers.get_all("WWW-Authenticate")))
         if challenge is None:
@@ -335,7 +361,12 @@ class RtspClient:
         self.public_methods = {item.strip().upper() for item in public.split(",") if item.strip()}
 
     async def describe(self) -> tuple[bytes, str]:
-        """Return the SDP body and the base URL for control attributes."""
+        """Return the SDP body and the base URL for control attributes.
+
+        DESCRIBE carries no ``Require: www.onvif.org/ver20/backchannel``:
+        Pantau never talks back to a camera, and some cameras (Axis door
+        stations) reject that header with 551.
+        """
         url = self.target.url
         response = await self.request("DESCRIBE", url, [("Accept", "application/sdp")])
         _raise_for_status("DESCRIBE", response)
@@ -371,9 +402,23 @@ class RtspClient:
         if self.transport_mode == "udp" and parsed.server_port is not None:
             receiver = self._udp[-1]
             self._udp_rtcp_targets.append((receiver, (self.peer_host, parsed.server_port[1])))
+        if self.transport_mode == "tcp":
+            self.rtcp_channels.append(rtp_channel + 1)
         return rtp_channel, parsed
 
-    async def play(self, url: str) -> rtsp.Response:
+    def note_pre_play_packet(self, channel: int, buf: bytes | bytearray, start: int, end: int) -> None:
+        """Remember the SSRC of an RTP packet that arrived before the PLAY reply."""
+        if end - start < 12 or buf[start] >> 6 != 2 or 200 <= buf[start + 1] <= 207:
+            return  # not RTP: RTCP packet types 200 to 207 sit where RTP has marker and payload type
+        ssrcs = self.pre_play_ssrcs.setdefault(channel, set())
+        if len(ssrcs) < MAX_PRE_PLAY_SSRCS:
+            ssrcs.add(int.from_bytes(buf[start + 8 : start + 12], "big"))
+
+    async def play(
+        self, url: str, on_response: Callable[[rtsp.Response], None] | None = None
+    ) -> rtsp.Response:
+        """Send PLAY; ``on_response`` runs with a 200 reply before any packet that follows it."""
+        self._on_play_response = on_response
         response = await self.request("PLAY", url, [("Range", "npt=0.000-")])
         _raise_for_status("PLAY", response)
         self.playing = True
@@ -427,9 +472,21 @@ class RtspClient:
         self._fail(RtspError(code, reason))
 
     def _send_keepalive(self) -> None:
-        # OPTIONS works everywhere; the reply is not awaited.
+        """Send every kind of liveness a camera may count; no reply is awaited."""
+        url = self.target.url
         try:
-            self._send(rtsp.build_request("OPTIONS", self.target.url, self._headers("OPTIONS", self.target.url, [])))
+            self._send(rtsp.build_request("OPTIONS", url, self._headers("OPTIONS", url, [])))
+            if self._get_parameter_cseq is not None:
+                # The previous GET_PARAMETER is still unanswered: the camera ignores it.
+                self.keepalive_get_parameter = False
+                self._get_parameter_cseq = None
+            if "GET_PARAMETER" in self.public_methods and self.keepalive_get_parameter is not False:
+                headers = self._headers("GET_PARAMETER", url, [])
+                self._get_parameter_cseq = self._cseq
+                self._send(rtsp.build_request("GET_PARAMETER", url, headers))
+            report = receiver_report(self._rtcp_ssrc, None)
+            for channel in self.rtcp_channels:
+                self._send(b"$" + bytes((channel,)) + len(report).to_bytes(2, "big") + report)
         except RtspError:
             return
         for receiver, address in self._udp_rtcp_targets:

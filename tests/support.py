@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,32 @@ def looped_clip(name: str, loops: int = 15) -> Path:
     return target
 
 
+def terminate(process: subprocess.Popen[str]) -> None:
+    """Stop a server process: SIGTERM, then SIGKILL after 5 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def follow_json_lines(process: subprocess.Popen[str], on_event: Callable[[dict[str, Any]], None]) -> None:
+    """Call ``on_event`` from a daemon thread for every JSON line the process prints; other lines are skipped."""
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            on_event(event)
+
+    threading.Thread(target=read, daemon=True).start()
+
+
 class GstRtspServer:
     """GStreamer's gst-rtsp-server in a subprocess of Debian's python3.
 
@@ -86,19 +113,13 @@ class GstRtspServer:
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         ready = threading.Event()
 
-        def read_events() -> None:
-            assert self.process is not None and self.process.stdout is not None
-            for line in self.process.stdout:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                with self._lock:
-                    self.events.append(event)
-                if event.get("event") == "ready":
-                    ready.set()
+        def on_event(event: dict[str, Any]) -> None:
+            with self._lock:
+                self.events.append(event)
+            if event.get("event") == "ready":
+                ready.set()
 
-        threading.Thread(target=read_events, daemon=True).start()
+        follow_json_lines(self.process, on_event)
         if not ready.wait(15):
             self.stop()
             raise RuntimeError("gst-rtsp-server did not start within 15 s")
@@ -121,13 +142,8 @@ class GstRtspServer:
         return opened - closed
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            terminate(self.process)
         self.process = None
 
 
@@ -280,10 +296,18 @@ class Decoded:
     first_byte_seconds: float
 
 
-def decode_stream(url: str, frames: int = 30, timeout: float = 30, fmt: str | None = None) -> Decoded:
-    """Decode ``frames`` video frames from a live URL with PyAV (FFmpeg) and describe them."""
+def decode_stream(
+    url: str, frames: int = 30, timeout: float = 30, fmt: str | None = None, analyze_seconds: float | None = None
+) -> Decoded:
+    """Decode ``frames`` video frames from a live URL with PyAV (FFmpeg) and describe them.
+
+    ``analyze_seconds`` limits how much stream time FFmpeg reads to find the
+    streams. Its default of 5 s makes a live FLV wait up to 5 s before the first frame.
+    """
     started = time.monotonic()
     options = {"rw_timeout": str(int(timeout * 1_000_000))}
+    if analyze_seconds is not None:
+        options["analyzeduration"] = str(int(analyze_seconds * 1_000_000))
     container = av.open(url, format=fmt, options=options, timeout=timeout)
     first_byte = time.monotonic() - started
     try:
