@@ -258,6 +258,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(args.warmup)
             rss_timeline: list[tuple[float, int]] = []
             sampler = asyncio.create_task(_sample_rss(pid, rss_timeline)) if pid else None
+            profiler = _start_profiler(pid, args.duration, data_dir) if args.profile and pid else None
             cpu_start = process_cpu_seconds(pid) if pid else 0.0
             fleet_bytes_start = fleet.stats.get("bytes_sent", 0)
             window_start = time.monotonic()
@@ -266,6 +267,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             window = time.monotonic() - window_start
             if sampler is not None:
                 sampler.cancel()
+            profile = await asyncio.to_thread(_finish_profiler, profiler, data_dir) if profiler else None
             cpu_end = process_cpu_seconds(pid) if pid else 0.0
             rss = process_rss_bytes(pid) if pid else 0
             fleet_bytes_end = fleet.stats.get("bytes_sent", 0)
@@ -286,7 +288,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             recording = await _recording_stats(session, base, headers, args) if args.record else None
 
         cpu_percent = (cpu_end - cpu_start) / window * 100 if pid else None
-        report = _report(
+        report = {"profile": profile} if args.profile else {}
+        report |= _report(
             args, results, probe_results, views, fleet, fleet_stats, window, cpu_percent, rss, baseline_rss, rss_timeline,
             (fleet_bytes_end - fleet_bytes_start) * 8 / window / 1e6,
             (swarm_bytes_end - swarm_bytes_start) * 8 / window / 1e6,
@@ -299,6 +302,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["pantau_exit_code"] = pantau.stop()
         fleet.stop()
     return report
+
+
+def _start_profiler(pid: int, seconds: float, data_dir: Path) -> subprocess.Popen[bytes] | None:
+    """Sample Pantau with py-spy over the window (pip install py-spy); None when it is missing."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        print("loadtest: --profile needs py-spy (pip install py-spy); continuing without", file=sys.stderr)
+        return None
+    return subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw",
+         "--nonblocking", "--output", str(data_dir / "profile.txt")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _finish_profiler(profiler: subprocess.Popen[bytes], data_dir: Path) -> dict[str, Any]:
+    """Wait for py-spy and summarise its samples: share of samples by function, self and total."""
+    profiler.wait(120)
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    count = 0
+    path = data_dir / "profile.txt"
+    if not path.exists():
+        return {"error": "py-spy wrote no profile"}
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not samples.isdigit():
+            continue
+        weight = int(samples)
+        count += weight
+        frames = [frame.split(" (")[0] + " " + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] for frame in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + weight
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + weight
+
+    def top(table: dict[str, int]) -> list[list[Any]]:
+        ranked = sorted(table.items(), key=lambda item: -item[1])[:15]
+        return [[name, round(weight * 100 / max(1, count), 1)] for name, weight in ranked]
+
+    return {"samples": count, "self_percent": top(own), "total_percent": top(total), "raw": str(path)}
 
 
 async def _sample_rss(pid: int, timeline: list[tuple[float, int]], interval: float = 10.0) -> None:
@@ -513,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pantau-env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for the Pantau it starts")
     parser.add_argument("--data-dir", help="PANTAU_DATA_DIR for the Pantau it starts (default: a new temporary directory)")
     parser.add_argument("--json", default="loadtest-result.json", help="where to write the JSON report")
+    parser.add_argument("--profile", action="store_true", help="sample Pantau with py-spy during the window and summarise it")
     parser.add_argument("--soak", action="store_true", help="also check that memory grows by at most 5 %% after minute 5")
     parser.add_argument("--inject-extra-upstream", action="store_true", help="open a second upstream to one camera (tests the check)")
     return parser
