@@ -64,6 +64,8 @@ ADMIN_PRINCIPAL = Principal("admin")
 AUTH_OFF_WARNING_SECONDS = 3600.0
 HOUSEKEEPING_SECONDS = 1.0
 SESSION_KEY = "pantau.session"
+PREPARED_STATUS_KEY = "pantau.prepared_status"  # status of a response whose headers went out
+ENDED_KEY = "pantau.ended"  # why a streaming response ended, when Pantau ended it
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 _URI_ATTRIBUTE = re.compile(r'URI="([^"]*)"')
 
@@ -425,6 +427,7 @@ class AccessControl:
         cut = 0
         for request, principal in list(self.streams.values()):
             if matches(principal) and request.transport is not None:
+                request[ENDED_KEY] = "revoked"
                 request.transport.abort()
                 cut += 1
         ended = self.sessions.end_matching(matches)
@@ -492,6 +495,7 @@ class AccessControl:
         status = 500
         response: web.StreamResponse | None = None
         streaming = rule.streaming
+        ended = "server"
         if streaming:
             self.streams[id(request)] = (request, principal)
         try:
@@ -502,7 +506,10 @@ class AccessControl:
             status = exc.status
             raise
         except (asyncio.CancelledError, ConnectionResetError):
-            status = 499  # the client went away before the response ended
+            # The connection closed first. After the headers went out, that is how a
+            # live viewer stops watching, so the response keeps its status.
+            status = request.get(PREPARED_STATUS_KEY, 499)
+            ended = request.get(ENDED_KEY, "client")
             raise
         finally:
             if streaming:
@@ -515,6 +522,7 @@ class AccessControl:
                 fields["format"] = rule.format
                 fields["started"] = iso_time(started_wall)
                 fields["duration_seconds"] = round(time.monotonic() - started, 3)
+                fields["ended"] = ended
             sent = request.get(BYTES_SENT_KEY)
             if sent is None and isinstance(response, web.Response) and request.method != "HEAD":
                 body = response.body
@@ -610,6 +618,7 @@ def add_access_control(app: web.Application) -> None:
         return await access.handle(request, handler)
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        request[PREPARED_STATUS_KEY] = response.status
         count_session_bytes(request, response)
 
     app.middlewares.append(access_middleware)

@@ -12,12 +12,13 @@ Writing happens in one thread, never on the event loop. The thread takes
 every event queued so far, appends them, calls ``fsync`` on the file and
 then replaces ``head.json`` (written, fsynced and renamed). An event is
 therefore on disk one batch after it was recorded, typically within
-milliseconds; events still queued when the process is killed are lost,
+milliseconds. Events still queued when the process is killed are lost,
 while a clean stop writes them all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -49,6 +50,10 @@ log = get_logger(component="audit")
 def iso_time(value: float) -> str:
     moment = datetime.datetime.fromtimestamp(value, datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def utc_today() -> datetime.date:
+    return datetime.datetime.now(datetime.UTC).date()
 
 
 def file_name(day: datetime.date) -> str:
@@ -92,6 +97,10 @@ class AuditLog:
         self.dropped = 0
         self.written = 0
         self.write_errors = 0
+        # Events recorded so far, and how many of them are settled (written or dropped):
+        # the queue is first in, first out, so event n is settled once _settled >= n.
+        self.recorded = 0
+        self._settled = 0
 
     # --- start and stop -------------------------------------------------------------
 
@@ -162,8 +171,15 @@ class AuditLog:
             if len(self._pending) >= MAX_PENDING_EVENTS:
                 self._pending.popleft()
                 self.dropped += 1
+                self._settled += 1
             self._pending.append(event)
-            self._condition.notify()
+            self.recorded += 1
+            self._condition.notify_all()
+
+    def wait_settled(self, count: int, timeout: float) -> bool:
+        """Wait until the first ``count`` recorded events are written (or dropped); return False on timeout."""
+        with self._condition:
+            return self._condition.wait_for(lambda: self._settled >= count or self._thread is None, timeout)
 
     def pending(self) -> int:
         return len(self._pending)
@@ -193,6 +209,7 @@ class AuditLog:
                     kept = [event for event in batch if event.get("action") != "audit_events_lost"]
                     lost = max(0, len(kept) - room)
                     self.dropped += lost
+                    self._settled += lost
                     self._pending.extendleft(reversed(kept[lost:]))
                     closing = self._closing
                 if closing:
@@ -201,27 +218,42 @@ class AuditLog:
                 time.sleep(RETRY_SECONDS)
                 continue
             reported_drops += drops
-            self.written += len(batch)
+            with self._condition:
+                self.written += len(batch)
+                self._settled += len(batch) - (1 if drops else 0)
+                self._condition.notify_all()
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
-        today = datetime.datetime.now(datetime.UTC).date()
+        today = utc_today()
         # Days never go backwards, even when the clock does, so the files stay in chain order.
         day = today if self._day is None or today > self._day else self._day
         path = self.directory / file_name(day)
         prev = self._prev
         lines = []
+
         for event in batch:
             event["prev"] = prev
             line = msgspec.json.encode(event)
             lines.append(line)
             prev = line_hash(line)
+
         created = not path.exists()
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(descriptor, b"".join(line + b"\n" for line in lines))
-            os.fsync(descriptor)
+            size = os.fstat(descriptor).st_size
+            try:
+                data = b"".join(line + b"\n" for line in lines)
+                if os.write(descriptor, data) != len(data):
+                    raise OSError(f"short write to {path.name}")
+                os.fsync(descriptor)
+            except OSError:
+                # Cut a partial batch off, so that the retry continues the chain from the last whole line.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(descriptor, size)
+                raise
         finally:
             os.close(descriptor)
+
         if created:
             _fsync_directory(self.directory)
         if day != self._day:
@@ -230,7 +262,11 @@ class AuditLog:
         self._lines_in_file += len(lines)
         self._prev = prev
         head = {"file": path.name, "line": self._lines_in_file, "sha256": prev}
-        write_atomically(self.directory / HEAD_FILE, msgspec.json.encode(head))
+        try:
+            write_atomically(self.directory / HEAD_FILE, msgspec.json.encode(head))
+        except OSError as exc:
+            # The events are on disk; an old head only leaves the newest lines unguarded until the next batch.
+            log.error("audit_head_write_failed", reason=str(exc))
 
 
 def _fsync_directory(directory: Path) -> None:

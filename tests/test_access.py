@@ -15,7 +15,7 @@ import pytest
 
 from proto.hls import parse_media_playlist
 from relay.access import read_token
-from tests.access_support import OWNERS, RANGE, create_consumer, make_token, request_from
+from tests.access_support import OWNERS, RANGE, create_consumer, make_token, request_from, wait_for_events
 from tests.support import REPO, GstRtspServer, Pantau, camera_entry, http_get
 
 
@@ -322,8 +322,14 @@ def test_revoked_key_ends_running_flv(service):
     finally:
         connection.close()
 
+    events = wait_for_events(service, lambda event: event["action"] == "live" and event["consumer"] == "cut-off")
+
     assert ended, "the FLV response went on after its key was revoked"
     assert time.monotonic() - revoked_at < 5
+    assert len(events) == 1
+    assert events[0]["ended"] == "revoked"
+    assert events[0]["result"] == "ok"
+    assert events[0]["bytes"] >= received
 
 
 def test_scope_change_applies_to_running_keys(service):

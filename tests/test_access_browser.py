@@ -113,3 +113,4 @@ def test_signed_url_plays_in_status_page(kind, player, audit_format, guarded, tm
     assert events[-1]["consumer"] == "videowall"
     assert events[-1]["camera_id"] == "cam"
     assert events[-1]["bytes"] > 100_000
+    assert events[-1]["result"] == "ok"

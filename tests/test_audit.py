@@ -92,6 +92,7 @@ def test_flv_session_is_one_event(audited):
     assert event["user_agent"] == "wall/1.0"
     assert event["reason"] == "laporan kecelakaan 42"
     assert event["result"] == "ok"
+    assert event["ended"] == "server"
     assert received > 100_000
     assert event["bytes"] == received
     assert abs(event["duration_seconds"] - measured) < 1.0, (event, measured)
@@ -225,7 +226,6 @@ def test_changes_are_audited(audited):
     assert status == 201
     assert instance.admin("DELETE", f"/api/consumers/satpol-pp/keys/{second['key_id']}")[0] == 204
     assert instance.admin("DELETE", "/api/consumers/satpol-pp")[0] == 204
-    time.sleep(1)
 
     events = audit_events(instance)
     actions = [event["action"] for event in events]
@@ -260,7 +260,6 @@ def test_audit_api_filters(audited):
     before = iso(time.time())
     for camera_id in ("hotel-cam", "desa-cam", "hotel-cam"):
         make_token(instance, key, camera_id)
-    time.sleep(1)
 
     by_camera = audit_events(instance, camera="hotel-cam")
     by_owner = audit_events(instance, owner="Desa%20Kuta")

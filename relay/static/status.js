@@ -189,10 +189,17 @@ function streamUrls(cameraId, token = "") {
 }
 
 // With a key, a player plays a signed URL made for its camera; without one
-// (access control off), the plain URL.
+// (access control off), the plain URL. A token is reused until a minute before
+// it expires, so that player retries do not each make a new one.
+const TOKEN_REUSE_MARGIN_MS = 60 * 1000;
+const tokens = new Map(); // camera id -> {token, expires}
+
 async function playUrls(cameraId) {
   if (!storedKey()) return streamUrls(cameraId);
+  const cached = tokens.get(cameraId);
+  if (cached && cached.expires - Date.now() > TOKEN_REUSE_MARGIN_MS) return streamUrls(cameraId, cached.token);
   const body = await apiPost("api/tokens", { camera_id: cameraId, actions: ["live"] });
+  tokens.set(cameraId, { token: body.token, expires: new Date(body.expires_at).getTime() });
   return streamUrls(cameraId, body.token);
 }
 
@@ -352,6 +359,7 @@ class Player {
 
   fail(detail) {
     this.stopEngine();
+    tokens.delete(this.card.id); // the token may be the reason: revoked, or expired during playback
     if (this.card.camera && this.card.camera.state === "retrying") {
       this.waitForCamera();
       return;
@@ -612,6 +620,7 @@ function saveKey(event) {
   const key = input.value.trim();
   if (!key) return;
   localStorage.setItem(KEY_STORAGE, key);
+  tokens.clear();
   input.value = "";
   hideKeyForm();
   showKeyButton();
@@ -620,6 +629,7 @@ function saveKey(event) {
 
 function forgetKey() {
   localStorage.removeItem(KEY_STORAGE);
+  tokens.clear();
   showKeyButton();
   lastCameras = [];
   render(lastCameras);
