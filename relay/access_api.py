@@ -29,7 +29,8 @@ from relay.access import (
     principal_of,
     sign_token,
 )
-from relay.access_http import ACCESS_KEY, AccessControl, clean_text, owner_view
+from relay.access_auth import clean_text
+from relay.access_http import ACCESS_KEY, AccessControl, owner_view
 from relay.audit import iso_time, read_events
 from relay.cameras import CAMERA_ID_PATTERN, validation_error
 from relay.web import json_error, json_response, read_json_object
@@ -246,9 +247,9 @@ async def create_token(request: web.Request) -> web.Response:
     reason = clean_text(body.reason, 200) or clean_text(request.headers.get("X-Pantau-Reason"), 200)
     expires = int(time.time() + seconds)
     # Tokens made while checks are off name no credential, so they fail once checks are on.
-    key_id = {"consumer": principal.key_id, "admin": access.admin_key_id}.get(principal.kind) or "anonymous"
+    key_id = {"consumer": principal.key_id, "admin": access.auth.admin_key_id}.get(principal.kind) or "anonymous"
     claims = TokenClaims(cam=camera_id, act=actions, exp=expires, k=key_id, c=principal.consumer, r=reason)
-    token = sign_token(access.token_secret, claims)
+    token = sign_token(access.auth.token_secret, claims)
     expires_at = iso_time(expires)
     note(request, expires_at=expires_at)
     return json_response(
@@ -315,6 +316,8 @@ async def get_audit(request: web.Request) -> web.Response:
     if not text.isdigit() or not 1 <= int(text) <= AUDIT_MAX_LIMIT:
         return json_error(400, "invalid_parameter", f"limit must be an integer from 1 to {AUDIT_MAX_LIMIT}", "limit")
     access = access_of(request)
+    # Read what was recorded before this request, even if it was still on its way to the disk.
+    await asyncio.to_thread(access.audit.wait_settled, access.audit.recorded, 5.0)
     items, truncated = await asyncio.to_thread(query_audit, access, filters, start, end, int(text))
     return json_response({"items": items, "truncated": truncated})
 

@@ -8,8 +8,8 @@ request:
    without a rule need the admin token, so a new endpoint is never open by
    accident;
 2. rejects invalid path parameters with 400, before anything reads them;
-3. authenticates the caller: 401 without a valid credential, 429 after
-   too many failures;
+3. authenticates the caller (``relay.access_auth``): 401 without a valid
+   credential, 429 after too many failures;
 4. authorizes: 403 outside the caller's scope, also for a camera that does
    not exist, so that consumers cannot probe for ids;
 5. runs the handler and writes the audit event, or adds the request to
@@ -26,7 +26,6 @@ import contextlib
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,32 +34,26 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from recorder import index
 from relay.access import (
-    BYTES_SENT_KEY,
     AUDIT_CAMERA_KEY,
     AUDIT_DETAIL_KEY,
+    BYTES_SENT_KEY,
     CONSUMERS_FILE,
     PRINCIPAL_KEY,
     ConsumerStore,
     ConsumerStoreError,
     Principal,
-    TokenInvalid,
-    admin_key_id,
-    key_id_of,
     load_or_create_secret,
-    read_token,
-    same_secret,
     secret_paths,
 )
+from relay.access_auth import Authenticator, audit_event, clean_text, result_of
 from relay.access_rules import Rule, check_parameters, has_dot_segment, rule_for, unclassified_routes
-from relay.access_sessions import FailureLimiter, Session, Sessions, WindowCounts
+from relay.access_sessions import Session, Sessions
 from relay.audit import AuditLog, iso_time
 from relay.cameras import CameraConfig
 from relay.logs import get_logger
 from relay.service import Service
 from relay.web import SERVICE_KEY, json_error
 
-ANONYMOUS = Principal("anonymous")
-ADMIN_PRINCIPAL = Principal("admin")
 AUTH_OFF_WARNING_SECONDS = 3600.0
 HOUSEKEEPING_SECONDS = 1.0
 SESSION_KEY = "pantau.session"
@@ -70,33 +63,6 @@ PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 _URI_ATTRIBUTE = re.compile(r'URI="([^"]*)"')
 
 log = get_logger(component="access")
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """The reason a credential was rejected; ``consumer`` is set when the credential names one reliably."""
-
-    code: str
-    reason: str
-    consumer: str | None = None
-
-
-def clean_text(value: str | None, limit: int) -> str | None:
-    """Keep printable characters of a header value, at most ``limit`` of them."""
-    if not value:
-        return None
-    text = "".join(character for character in value if character.isprintable())[:limit].strip()
-    return text or None
-
-
-def result_of(status: int) -> str:
-    if status < 300:
-        return "ok"
-    if status in (401, 403, 429):
-        return "denied"
-    if status == 404:
-        return "not_found"
-    return "failed"
 
 
 def owner_view(config: CameraConfig | None) -> dict[str, str] | None:
@@ -129,19 +95,12 @@ class AccessControl:
         self.enabled = settings.auth == "on"
         data_dir = Path(settings.data_dir)
         self.admin_token_path, self.token_secret_path = secret_paths(data_dir)
-        self.admin_token = ""
-        self.token_secret = ""
-        self.admin_key_id = ""
         self.store = ConsumerStore(data_dir / CONSUMERS_FILE)
         self.audit = AuditLog(data_dir / "audit")
+        self.auth = Authenticator(settings, self.store, self.audit)
         self.sessions = Sessions(settings.idle_close_seconds, self._session_ended)
-        self.limiter = FailureLimiter(
-            settings.auth_max_failures, settings.auth_failure_window_seconds, self._failure_window_ended
-        )
         # Streaming responses in progress (FLV, export), so a revoked credential's can be cut.
         self.streams: dict[int, tuple[web.Request, Principal]] = {}
-        self.auth_failures = 0
-        self.rate_limited = 0
         self._housekeeping: asyncio.Task[None] | None = None
 
     # --- start and stop ---------------------------------------------------------------
@@ -154,14 +113,14 @@ class AccessControl:
         """
         settings = self.settings
         try:
-            self.admin_token = settings.admin_token or self._secret(self.admin_token_path, "admin_token")
-            self.token_secret = settings.token_secret or self._secret(self.token_secret_path, "token_secret")
+            admin_token = settings.admin_token or self._secret(self.admin_token_path, "admin_token")
+            token_secret = settings.token_secret or self._secret(self.token_secret_path, "token_secret")
             self.store.load()
             await asyncio.to_thread(self.audit.start)
         except (OSError, ValueError, ConsumerStoreError) as exc:
             log.error("access_control_unavailable", reason=str(exc))
             raise SystemExit(f"pantau: access control cannot start: {exc}") from exc
-        self.admin_key_id = admin_key_id(self.admin_token)
+        self.auth.set_secrets(admin_token, token_secret)
         for route in unclassified_routes(app):
             log.warning("route_needs_admin", route=route, hint="no access rule; only the admin token may call it")
         if not self.enabled:
@@ -181,9 +140,9 @@ class AccessControl:
     def metrics(self) -> Iterator[Metric]:
         """Yield the access-control and audit counters for /metrics."""
         failures = CounterMetricFamily("pantau_auth_failures", "Requests rejected with 401 for a bad credential.")
-        failures.add_metric([], self.auth_failures)
+        failures.add_metric([], self.auth.failures)
         limited = CounterMetricFamily("pantau_auth_rate_limited", "Requests rejected with 429 after repeated failures.")
-        limited.add_metric([], self.rate_limited)
+        limited.add_metric([], self.auth.rate_limited)
         written = CounterMetricFamily("pantau_audit_events_written", "Audit events written and fsynced.")
         written.add_metric([], self.audit.written)
         dropped = CounterMetricFamily(
@@ -210,7 +169,7 @@ class AccessControl:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             self.sessions.sweep()
-            self.limiter.roll()
+            self.auth.limiter.roll()
             if not self.enabled and time.monotonic() - last_warning >= AUTH_OFF_WARNING_SECONDS:
                 self._warn_auth_off()
                 last_warning = time.monotonic()
@@ -221,40 +180,10 @@ class AccessControl:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         self.sessions.end_all()
-        self.limiter.roll(force=True)
+        self.auth.limiter.roll(force=True)
         await asyncio.to_thread(self.audit.close)
 
     # --- audit events -----------------------------------------------------------------
-
-    def event(
-        self,
-        request: web.Request,
-        action: str,
-        status: int,
-        principal: Principal | None,
-        camera_id: str | None = None,
-        owner: dict[str, str] | None = None,
-        **fields: Any,
-    ) -> dict[str, Any]:
-        """Build an audit event about ``request``; ``fields`` are added as given."""
-        event: dict[str, Any] = {
-            "action": action,
-            "result": result_of(status),
-            "status": status,
-            "consumer": principal.consumer if principal else None,
-            "credential": principal.kind if principal else None,
-            "key_id": principal.key_id if principal and principal.kind != "admin" else None,
-            "camera_id": camera_id,
-            "owner": owner,
-            "client": request.remote,
-            "user_agent": clean_text(request.headers.get("User-Agent"), 300),
-            "reason": clean_text(request.headers.get("X-Pantau-Reason"), 500)
-            or (principal.token_reason if principal else None),
-            "method": request.method,
-            "path": request.path[:300],
-        }
-        event.update(fields)
-        return event
 
     def _session_ended(self, session: Session) -> None:
         principal = session.principal
@@ -279,105 +208,6 @@ class AccessControl:
                 "statuses": {str(status): count for status, count in sorted(session.statuses.items())},
             }
         )
-
-    def _failure_window_ended(self, counts: WindowCounts) -> None:
-        window = self.limiter.window_seconds
-        for address, count in counts.by_address.items():
-            if count > 1:
-                log.warning("auth_failures_repeated", client=address, failures=count, window_seconds=window)
-        for consumer, count in counts.by_consumer.items():
-            if count > 1:
-                log.warning("auth_failures_repeated", consumer=consumer, failures=count, window_seconds=window)
-        for address, count in counts.rejected.items():
-            log.warning("auth_rate_limited", client=address, rejected=count, window_seconds=window)
-            self.audit.record(
-                {"action": "auth_rate_limited", "result": "denied", "status": 429, "client": address,
-                 "requests": count, "window_seconds": window}
-            )
-
-    # --- authentication ---------------------------------------------------------------
-
-    def _fail(self, request: web.Request, failure: Failure) -> web.Response:
-        address = request.remote or ""
-        self.auth_failures += 1
-        count = self.limiter.failure(address, failure.consumer)
-        if count == 1:
-            log.warning(
-                "auth_failed", client=address, consumer=failure.consumer, error=failure.code, path=request.path[:300]
-            )
-        self.audit.record(self.event(request, "auth_failed", 401, None, consumer=failure.consumer, error=failure.code))
-        response = json_error(401, failure.code, failure.reason)
-        response.headers["WWW-Authenticate"] = 'Bearer realm="pantau", error="invalid_token"'
-        return response
-
-    def _too_many(self, request: web.Request) -> web.Response:
-        address = request.remote or ""
-        self.rate_limited += 1
-        if self.limiter.rejected(address) == 1:
-            log.warning("auth_rate_limit_started", client=address, max_failures=self.limiter.max_failures)
-        retry = self.limiter.retry_after()
-        response = json_error(
-            429, "too_many_failures", f"too many failed authentications from this client; retry in {retry} s"
-        )
-        response.headers["Retry-After"] = str(retry)
-        return response
-
-    def identify(self, request: web.Request) -> Principal | web.Response:
-        """Return the caller's principal, or the 401 or 429 response."""
-        header = request.headers.get("Authorization")
-        token = request.query.get("token") if header is None else None
-        if header is None and token is None:
-            if not self.enabled:
-                return ANONYMOUS
-            response = json_error(
-                401,
-                "unauthorized",
-                "credentials are missing: send Authorization: Bearer KEY (a consumer key or the admin token) "
-                "or a signed URL's token query parameter",
-            )
-            response.headers["WWW-Authenticate"] = 'Bearer realm="pantau"'
-            return response
-        if not self.enabled:
-            # With checks off a credential only names the caller in the audit log.
-            found = self._verify_key(header) if header is not None else self._verify_token(token or "")
-            return found if isinstance(found, Principal) else ANONYMOUS
-        address = request.remote or ""
-        if self.limiter.address_blocked(address):
-            return self._too_many(request)
-        found = self._verify_key(header) if header is not None else self._verify_token(token or "")
-        if self.limiter.consumer_blocked(found.consumer, address):
-            return self._too_many(request)
-        if isinstance(found, Failure):
-            return self._fail(request, found)
-        return found
-
-    def _verify_key(self, header: str) -> Principal | Failure:
-        scheme, _, value = header.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() != "bearer" or not value:
-            return Failure("invalid_authorization", "send the credential as Authorization: Bearer KEY")
-        if same_secret(value, self.admin_token):
-            return ADMIN_PRINCIPAL
-        key_id = key_id_of(value)
-        consumer = self.store.verify(value)
-        if consumer is None:
-            holder = self.store.owner_of_key(key_id) if key_id else None
-            return Failure("invalid_key", "the key is unknown, revoked or wrong", holder)
-        return Principal("consumer", consumer.name, key_id, consumer.scope)
-
-    def _verify_token(self, token: str) -> Principal | Failure:
-        try:
-            claims = read_token(self.token_secret, token)
-        except TokenInvalid as exc:
-            return Failure(exc.code, exc.reason, exc.consumer)
-        if claims.c is None:
-            if claims.k != self.admin_key_id:
-                return Failure("token_revoked", "the admin token that made this token has changed")
-            return Principal("token", None, claims.k, None, claims.cam, tuple(claims.act), claims.r)
-        consumer = self.store.consumers.get(claims.c)
-        if consumer is None or self.store.owner_of_key(claims.k) != claims.c:
-            return Failure("token_revoked", "the consumer or the key that made this token was revoked", claims.c)
-        return Principal("token", consumer.name, claims.k, consumer.scope, claims.cam, tuple(claims.act), claims.r)
 
     # --- authorization ----------------------------------------------------------------
 
@@ -455,7 +285,7 @@ class AccessControl:
         if rule.need == "public":
             return await handler(request)
 
-        found = self.identify(request)
+        found = self.auth.identify(request)
         if isinstance(found, web.Response):
             if rule.need == "stream":
                 found.headers["Access-Control-Allow-Origin"] = "*"
@@ -472,7 +302,7 @@ class AccessControl:
                 denied.headers["Access-Control-Allow-Origin"] = "*"
             if rule.audit or rule.session:
                 action = rule.audit or ("playback" if rule.session == "vod" else "live")
-                self.audit.record(self.event(request, action, 403, principal, camera_id, owner_view(config)))
+                self.audit.record(audit_event(request, action, 403, principal, camera_id, owner_view(config)))
             return denied
 
         if rule.session is not None and camera_id is not None:
@@ -536,7 +366,7 @@ class AccessControl:
                 camera_id, owner = request[AUDIT_CAMERA_KEY]
             if detail:
                 fields["detail"] = detail
-            self.audit.record(self.event(request, rule.audit or "", status, principal, camera_id, owner, **fields))
+            self.audit.record(audit_event(request, rule.audit or "", status, principal, camera_id, owner, **fields))
 
     async def _in_session(
         self,

@@ -40,7 +40,7 @@ def demo_banner(settings: Settings, base: str) -> str:
         f'  vlc "{base}/live/demo.flv{query}"',
         f'  vlc "{base}/live/demo/index.m3u8{query}"   (HLS)',
         f"Status page (Halaman status): {base}/",
-        f"Camera status: {base}/api/cameras/demo",
+        f"Camera status: {base}/api/cameras/demo" + (" (send the admin token)" if settings.auth == "on" else ""),
         "Stop with Ctrl+C.",
         "",
     ]
