@@ -2,8 +2,8 @@
 
 :class:`Authenticator` checks the ``Authorization: Bearer`` header (admin
 token or consumer key) or, without one, the ``token`` query parameter (a
-signed URL). A credential that fails is answered with 401, logged once per
-client address and window, counted per address and per consumer, and
+signed URL). A credential that fails gets 401. The failure is logged once
+per client address and window, counted per address and per consumer, and
 recorded in the audit log; too many failures get 429.
 """
 
