@@ -51,6 +51,18 @@ def wait_for_events(
         time.sleep(0.3)
 
 
+def settled_events(
+    instance: Pantau, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20, quiet: float = 2.0
+) -> list[dict[str, Any]]:
+    """Wait for a matching audit event, then ``quiet`` seconds more, and return every match.
+
+    The extra wait lets a second event for the same access show up, so that "exactly one" can be checked.
+    """
+    wait_for_events(instance, predicate, timeout=timeout)
+    time.sleep(quiet)
+    return [event for event in audit_events(instance) if predicate(event)]
+
+
 def request_from(
     source: str, instance: Pantau, method: str, path: str, key: str | None = None
 ) -> tuple[int, dict[str, str], Any]:

@@ -16,7 +16,7 @@ from urllib.parse import urljoin
 import pytest
 
 from proto.hls import parse_media_playlist
-from tests.access_support import OWNERS, audit_events, create_consumer, make_token, wait_for_events
+from tests.access_support import OWNERS, audit_events, create_consumer, make_token, settled_events
 from tests.recording_support import complete_segments, iso, wait_until
 from tests.support import REPO, GstRtspServer, Pantau, camera_entry, ffprobe_frames, http_get
 
@@ -77,9 +77,7 @@ def test_flv_session_is_one_event(audited):
     measured = time.monotonic() - started
     connection.close()
 
-    events = wait_for_events(instance, lambda event: event["action"] == "live")
-    time.sleep(1)
-    events = [event for event in audit_events(instance) if event["action"] == "live"]
+    events = settled_events(instance, lambda event: event["action"] == "live")
 
     assert len(events) == 1, events
     event = events[0]
@@ -125,9 +123,7 @@ def test_hls_session_is_one_event(audited):
     last = time.monotonic()
 
     # The session ends PANTAU_IDLE_CLOSE_SECONDS (2 s) after its last request.
-    events = wait_for_events(instance, lambda event: event["action"] == "live", timeout=15)
-    time.sleep(3)
-    events = [event for event in audit_events(instance) if event["action"] == "live"]
+    events = settled_events(instance, lambda event: event["action"] == "live", quiet=3)
 
     assert len(events) == 1, events
     event = events[0]
@@ -181,10 +177,8 @@ def test_vod_playback_and_export_are_one_event_each(audited):
     status, _, manifest_body = http_get(f"{instance.base}/api/recordings/hotel-cam/export.json?{span}&token={token}")
     manifest = json.loads(manifest_body)
 
-    playbacks = wait_for_events(instance, lambda event: event["action"] == "playback", timeout=15)
-    time.sleep(3)
+    playbacks = settled_events(instance, lambda event: event["action"] == "playback", quiet=3)
     events = audit_events(instance, camera="hotel-cam")
-    playbacks = [event for event in events if event["action"] == "playback"]
     exports = [event for event in events if event["action"] == "export"]
     manifests = [event for event in events if event["action"] == "export_manifest"]
 
