@@ -286,6 +286,8 @@ def _matches(event: dict[str, Any], filters: dict[str, str], start: str | None, 
 
 def query_audit(access: AccessControl, filters: dict[str, str], start: float | None, end: float | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
     """Return up to ``limit`` matching events, oldest first, and whether more matched."""
+    # NOTE: every file from the start day on is read and parsed; there is no index, so a query
+    # over years of a busy log reads all of it.
     first_day = datetime.datetime.fromtimestamp(start, datetime.UTC).date() if start is not None else None
     start_text = iso_time(start) if start is not None else None
     end_text = iso_time(end) if end is not None else None
