@@ -9,6 +9,13 @@ exits 1 when a check fails. ``--target URL`` measures a Pantau that is
 already running instead (CPU and memory are then read only when it runs on
 this machine and ``--pid`` is given).
 
+Credentials: ``--key`` (or ``PANTAU_LOADTEST_KEY``) is sent as
+``Authorization: Bearer`` on every request, to the admin API and by every
+viewer. With ``--target`` it must be the target's admin token, since the
+cameras are registered through the admin API. Without ``--target`` the
+Pantau started here gets it as ``PANTAU_ADMIN_TOKEN`` (a random token when
+none is given), so access control stays on during the measurement.
+
 CPU is Pantau's user+system time over the window divided by the window, in
 percent of one core. Memory per camera is (RSS with N cameras - RSS with
 none) / N.
@@ -20,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -109,6 +117,7 @@ class PantauProcess:
                 "PANTAU_HTTP_PORT": str(self.port),
                 "PANTAU_DATA_DIR": str(data_dir),
                 "PANTAU_LOG_LEVEL": "warning",
+                "PANTAU_ADMIN_TOKEN": args.key,
             }
         )
         for item in args.pantau_env:
@@ -197,6 +206,8 @@ def _percent(value: float) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.target and not args.key:
+        args.key = secrets.token_urlsafe(32)  # the admin token of the Pantau started below
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
     fleet = Fleet(args)
     pantau: PantauProcess | None = None
@@ -552,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pid", type=int, help="process id of the --target Pantau, for CPU and memory")
     parser.add_argument(
         "--key", default=os.environ.get("PANTAU_LOADTEST_KEY", ""),
-        help="admin token or consumer key sent as Bearer (default: $PANTAU_LOADTEST_KEY)",
+        help="admin token sent as Bearer by the admin API calls and every viewer (default: $PANTAU_LOADTEST_KEY; "
+        "without --target, a random one given to the Pantau started here)",
     )
     parser.add_argument("--pantau-env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for the Pantau it starts")
     parser.add_argument("--data-dir", help="PANTAU_DATA_DIR for the Pantau it starts (default: a new temporary directory)")

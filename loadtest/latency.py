@@ -2,10 +2,10 @@
 
 The camera simulator puts an SEI with the Unix time of sending into every
 frame (``python -m loadtest.simulator --send-time-sei``). This tool starts
-the simulator and ``pantau serve`` (default settings, one ``always``
-camera) on loopback, reads the SEI back from what a client receives and
-prints, per delivery format, the time from sending a frame to the client
-holding its bytes:
+the simulator and ``pantau serve`` on loopback, with default settings except
+``PANTAU_AUTH=off`` and one ``always`` camera. It reads the SEI back from
+what a client receives and prints, per delivery format, the time from
+sending a frame to the client holding its bytes:
 
 - FLV: each frame as its tag arrives (the cached GOP sent on joining is skipped);
 - HLS (fMP4): each frame when its segment has been downloaded, polling the
@@ -201,8 +201,9 @@ def start_services(workdir: Path, clip: str) -> tuple[subprocess.Popen[bytes], s
     }]
     (workdir / "cameras.yaml").write_text(json.dumps(cameras))
 
+    # Access control is off: the measurement runs on loopback, and only connection set-up would differ.
     env = dict(os.environ, PANTAU_HTTP_HOST="127.0.0.1", PANTAU_HTTP_PORT=str(http_port),
-               PANTAU_DATA_DIR=str(workdir))
+               PANTAU_DATA_DIR=str(workdir), PANTAU_AUTH="off")
     pantau = subprocess.Popen([sys.executable, "-m", "relay", "serve"], stdout=log, stderr=log, env=env)
     base = f"http://127.0.0.1:{http_port}"
 

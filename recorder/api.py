@@ -24,6 +24,7 @@ from recorder.holds import Hold, HoldStoreError
 from recorder.playback import ExportResult, ScannedSegment, build_playlist, export_chunks, export_digest, iso
 from recorder.recorder import Recorder
 from recorder.segment import SegmentFileError, scan_segment
+from relay.access import AUDIT_DETAIL_KEY, BYTES_SENT_KEY
 from relay.cameras import validation_error
 from relay.logs import get_logger
 from relay.service import Service
@@ -348,6 +349,7 @@ class RecordingsApi:
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
                 await response.write(chunk)
         except (ConnectionResetError, asyncio.CancelledError):
+            request[BYTES_SENT_KEY] = result.bytes
             log().info(
                 "export_aborted", camera_id=camera_id, start=iso(start), end=iso(end), bytes_sent=result.bytes
             )
@@ -357,9 +359,12 @@ class RecordingsApi:
             log().error("export_failed", camera_id=camera_id, start=iso(start), end=iso(end), reason=str(exc))
             if request.transport is not None:
                 request.transport.abort()
+            request[BYTES_SENT_KEY] = result.bytes
             return response
 
         await response.write_eof()
+        request[BYTES_SENT_KEY] = result.bytes
+        request[AUDIT_DETAIL_KEY] = {"sha256": result.sha256, "segments": len(result.segments)}
         log().info(
             "export_completed",
             camera_id=camera_id,

@@ -58,7 +58,36 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     add_import_parser(commands, formatter, help_table())
+    audit = commands.add_parser(
+        "audit",
+        help="check the audit log",
+        description="Tools for the audit log in PANTAU_DATA_DIR/audit.",
+    )
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="AUDIT_COMMAND", required=True)
+    verify = audit_commands.add_parser(
+        "verify",
+        help="check the SHA-256 chain of the audit log",
+        description=(
+            "Check that every line of the audit log carries the SHA-256 of the line before it and that the "
+            "newest line is the one head.json names. Prints the first broken line. Exit status: 0 intact, "
+            "1 broken or missing, 2 usage error."
+        ),
+    )
+    verify.add_argument("directory", nargs="?", help="audit directory (default: $PANTAU_DATA_DIR/audit)")
     return parser
+
+
+def verify_audit(directory: Path) -> int:
+    """Print whether the audit chain in ``directory`` is intact; return the exit status."""
+    from relay.audit import verify_directory
+
+    result = verify_directory(directory)
+    if result.ok:
+        print(f"intact: {result.lines} events in {result.files} files in {directory}")
+        return 0
+    print(f"broken: {result.problem}")
+    print(f"checked {result.lines} intact events in {result.files} files in {directory} before that")
+    return 1
 
 
 async def run_service(
@@ -148,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("pantau: a command is required (serve, demo, check, import); see pantau --help", file=sys.stderr)
+        print("pantau: a command is required (serve, demo, check, import, audit); see pantau --help", file=sys.stderr)
         return 2
     try:
         settings = load_settings()
@@ -157,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check":
         return check_cameras_file(Path(args.file) if args.file else settings.cameras_path)
+    if args.command == "audit":
+        return verify_audit(Path(args.directory) if args.directory else Path(settings.data_dir) / "audit")
     problem = check_data_dir(Path(settings.data_dir))
     if problem:
         print(f"pantau: invalid PANTAU_DATA_DIR={settings.data_dir!r}: {problem}", file=sys.stderr)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -158,9 +158,13 @@ def totals(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return sorted(groups.values(), key=lambda group: (group[key] is None, group[key] or ""))
 
 
-def build_report(service: Service) -> dict[str, Any]:
-    """Return the compliance report: one row per camera, totals and the rule applied."""
-    rows = [report_row(service, camera) for camera in sorted(service.cameras.values(), key=lambda c: c.id)]
+def build_report(service: Service, visible: Callable[[Camera], bool] | None = None) -> dict[str, Any]:
+    """Return the compliance report: one row per camera, totals and the rule applied.
+
+    ``visible`` limits the rows and totals to the cameras it accepts.
+    """
+    cameras = [camera for camera in service.cameras.values() if visible is None or visible(camera)]
+    rows = [report_row(service, camera) for camera in sorted(cameras, key=lambda c: c.id)]
     settings = service.settings
     return {
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

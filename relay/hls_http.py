@@ -26,7 +26,7 @@ from relay.web import camera_or_404, json_error, service_of, unsupported_codec
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Range",
+    "Access-Control-Allow-Headers": "Authorization, Range, X-Pantau-Reason",
     "Access-Control-Max-Age": "600",
 }
 # Players reload a live playlist every target duration, so it may be cached only briefly.

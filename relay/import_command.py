@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
 
+from relay.access import ADMIN_TOKEN_FILE
 from relay.cameras import CameraStore, CameraStoreError
 from relay.importer import ImportRules, plan_import
 from relay.settings import Settings
@@ -47,6 +48,11 @@ def add_import_parser(commands: Any, formatter: type[argparse.HelpFormatter], ep
         metavar="URL",
         help="base URL of the running service (default: http://127.0.0.1:$PANTAU_HTTP_PORT)",
     )
+    parser.add_argument(
+        "--token",
+        help="admin token for the service (default: $PANTAU_ADMIN_TOKEN, else the file "
+        "$PANTAU_DATA_DIR/admin-token that the service generated)",
+    )
     target.add_argument(
         "--direct",
         action="store_true",
@@ -65,7 +71,8 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO = sys.s
         status, body = import_direct(data, settings, args.dry_run, args.replace)
     else:
         base = args.server or f"http://127.0.0.1:{settings.http_port}"
-        status, body = import_via_server(base, data, args.dry_run, args.replace)
+        token = args.token or settings.admin_token or stored_admin_token(settings)
+        status, body = import_via_server(base, data, args.dry_run, args.replace, token)
     print_outcome(status, body, out)
     return 0 if status == 200 else 1
 
@@ -87,13 +94,23 @@ def import_direct(data: bytes, settings: Settings, dry_run: bool, replace: bool)
     return 200, plan.summary(dry_run, applied=not dry_run)
 
 
-def import_via_server(base: str, data: bytes, dry_run: bool, replace: bool) -> tuple[int, dict[str, Any]]:
+def stored_admin_token(settings: Settings) -> str | None:
+    """Return the admin token the service generated in the data directory, if it is readable."""
+    try:
+        return (Path(settings.data_dir) / ADMIN_TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def import_via_server(
+    base: str, data: bytes, dry_run: bool, replace: bool, token: str | None = None
+) -> tuple[int, dict[str, Any]]:
     query = urllib.parse.urlencode({"dry_run": str(dry_run).lower(), "replace": str(replace).lower()})
+    headers = {"Content-Type": "text/csv; charset=utf-8"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        f"{base.rstrip('/')}/api/cameras/import?{query}",
-        data=data,
-        method="POST",
-        headers={"Content-Type": "text/csv; charset=utf-8"},
+        f"{base.rstrip('/')}/api/cameras/import?{query}", data=data, method="POST", headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:

@@ -19,9 +19,16 @@ import msgspec
 ENV_PREFIX = "PANTAU_"
 
 
-def _meta(description: str, unit: str = "", allowed: str = "", **constraints: Any) -> msgspec.Meta:
-    """Describe a setting; ``allowed`` replaces the generated "Allowed:" text where that would be unclear."""
-    extra = {"unit": unit, "allowed": allowed} if allowed else {"unit": unit}
+def _meta(
+    description: str, unit: str = "", allowed: str = "", secret: bool = False, **constraints: Any
+) -> msgspec.Meta:
+    """Describe a setting; ``allowed`` replaces the generated "Allowed:" text where that would be unclear.
+
+    The value of a ``secret`` setting never appears in an error message.
+    """
+    extra: dict[str, Any] = {"unit": unit, "allowed": allowed} if allowed else {"unit": unit}
+    if secret:
+        extra["secret"] = True
     return msgspec.Meta(description=description, extra=extra, **constraints)
 
 
@@ -221,6 +228,52 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "names",
         ),
     ] = "Kuta Selatan,Kuta,Kuta Utara,Mengwi,Abiansemal,Petang"
+    # --- access control ---
+    auth: Annotated[
+        Literal["on", "off"],
+        _meta(
+            "on: every endpoint except health checks and the status page's files needs a credential. "
+            "off: no checks, for a closed lab network only; a warning is logged at start and every hour."
+        ),
+    ] = "on"
+    admin_token: Annotated[
+        str,
+        _meta(
+            "The admin token, sent as Authorization: Bearer. Empty means a random one is generated at first "
+            "start and kept in PANTAU_DATA_DIR/admin-token (mode 0600).",
+            "secret",
+            pattern=r"^(|[\x21-\x7e]{16,512})$",
+            allowed="empty, or 16 to 512 printable ASCII characters without spaces",
+            secret=True,
+        ),
+    ] = ""
+    token_secret: Annotated[
+        str,
+        _meta(
+            "Key that signs URL tokens; instances serving the same cameras must share it. Empty means a random "
+            "one is generated at first start and kept in PANTAU_DATA_DIR/token-secret (mode 0600).",
+            "secret",
+            pattern=r"^(|[\x21-\x7e]{32,512})$",
+            allowed="empty, or 32 to 512 printable ASCII characters without spaces",
+            secret=True,
+        ),
+    ] = ""
+    token_max_seconds: Annotated[
+        float, _meta("Longest lifetime of a signed URL token (the default lifetime is 600 s or this, if less).", "s", ge=10)
+    ] = 86400.0
+    auth_max_failures: Annotated[
+        int,
+        _meta(
+            "Failed authentications from one client address, or against one consumer's keys, within "
+            "PANTAU_AUTH_FAILURE_WINDOW_SECONDS; beyond them further attempts get 429 until the window ends.",
+            "failures",
+            ge=1,
+        ),
+    ] = 20
+    auth_failure_window_seconds: Annotated[
+        float,
+        _meta("Window of the failed-authentication limit; repeated failures are logged once per window.", "s", ge=1, le=86400),
+    ] = 60.0
 
     @property
     def cameras_path(self) -> Path:
@@ -308,7 +361,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             values[name] = msgspec.convert(raw, annotation, strict=False)
         except msgspec.ValidationError as exc:
             allowed = describe_allowed(annotation)
-            raise SettingsError(f"invalid {variable}={raw!r}: expected {allowed}") from exc
+            secret = _meta is not None and (_meta.extra or {}).get("secret")
+            shown = "(secret, not shown)" if secret else repr(raw)
+            raise SettingsError(f"invalid {variable}={shown}: expected {allowed}") from exc
     values.update(overrides)
     return msgspec.convert(values, Settings)
 

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from aiohttp import HttpVersion11, web
 
+from relay.access import BYTES_SENT_KEY, camera_visible, principal_of, shape_camera_view
 from relay.camera import Camera, CameraUnavailable
 from relay.cameras import CameraStoreError, EntryInvalid, carries_mask, merge_password, parse_entry
 from relay.logs import get_logger
@@ -90,15 +91,21 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def list_cameras(request: web.Request) -> web.Response:
     service = service_of(request)
-    items = [service.camera_view(camera) for camera in service.cameras.values()]
-    return json_response({"items": items, "rejected": service.rejected_entries()})
+    items = [
+        shape_camera_view(request, service.camera_view(camera))
+        for camera in service.cameras.values()
+        if camera_visible(request, camera.id, camera.config)
+    ]
+    principal = principal_of(request)
+    rejected = service.rejected_entries() if principal is None or principal.unrestricted else []
+    return json_response({"items": items, "rejected": rejected})
 
 
 async def get_camera(request: web.Request) -> web.Response:
     found = camera_or_404(request)
     if isinstance(found, web.Response):
         return found
-    return json_response(service_of(request).camera_view(found))
+    return json_response(shape_camera_view(request, service_of(request).camera_view(found)))
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any] | web.Response:
@@ -234,6 +241,7 @@ async def live_flv(request: web.Request) -> web.StreamResponse:
         try:
             reason = await client.done
         finally:
+            request[BYTES_SENT_KEY] = client.bytes_sent
             fanout.remove_client(client)
             service.release_flv_fanout(camera)
             log.info(
@@ -291,4 +299,7 @@ def create_app(service: Service) -> web.Application:
     from recorder.api import add_recording_routes
 
     add_recording_routes(app)
+    from relay.access_http import add_access_control
+
+    add_access_control(app)
     return app

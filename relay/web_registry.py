@@ -7,6 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.access import camera_visible
+from relay.camera import Camera
 from relay.cameras import CameraStoreError
 from relay.compliance import build_report, report_csv
 from relay.importer import ImportRules, plan_import
@@ -51,8 +53,17 @@ async def run_probe(request: web.Request) -> web.Response:
 # --- compliance -------------------------------------------------------------------------
 
 
+def visible_report(request: web.Request) -> dict[str, Any]:
+    """Return the compliance report over the cameras the caller may see."""
+
+    def visible(camera: Camera) -> bool:
+        return camera_visible(request, camera.id, camera.config)
+
+    return build_report(service_of(request), visible)
+
+
 async def compliance_json(request: web.Request) -> web.Response:
-    return json_response(build_report(service_of(request)))
+    return json_response(visible_report(request))
 
 
 async def compliance_csv(request: web.Request) -> web.Response:
@@ -60,7 +71,7 @@ async def compliance_csv(request: web.Request) -> web.Response:
     locale = request.query.get("locale", "")
     if locale not in ("", "en", "id"):
         return json_error(400, "invalid_parameter", f"locale {locale!r} is not en or id", "locale")
-    body = report_csv(build_report(service_of(request)), decimal_comma=locale == "id")
+    body = report_csv(visible_report(request), decimal_comma=locale == "id")
     day = datetime.now(UTC).strftime("%Y-%m-%d")
     return web.Response(
         body=body,

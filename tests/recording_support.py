@@ -41,7 +41,7 @@ def recordings(
     now = time.time()
     start = now - 3600 if start is None else start
     end = now + 60 if end is None else end
-    status, body = instance.request("GET", f"/api/recordings/{camera_id}?start={iso(start)}&end={iso(end)}")
+    status, body = instance.admin("GET", f"/api/recordings/{camera_id}?start={iso(start)}&end={iso(end)}")
     assert status == 200, body
     return body
 

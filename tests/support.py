@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -149,7 +150,12 @@ class GstRtspServer:
 
 @dataclass
 class Pantau:
-    """Pantau started as its own process, the way an operator runs it."""
+    """Pantau started as its own process, the way an operator runs it.
+
+    Access control is off unless ``auth`` is True, so that tests of other
+    features need no credentials. With ``auth`` the service gets
+    ``admin_token`` as PANTAU_ADMIN_TOKEN, and ``admin()`` sends it.
+    """
 
     data_dir: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -158,6 +164,8 @@ class Pantau:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    auth: bool = False
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @property
     def base(self) -> str:
@@ -178,8 +186,11 @@ class Pantau:
                 # Start-up probes would connect on_demand cameras that a test expects idle,
                 # and add upstream connections to its counts; probe tests turn them on.
                 "PANTAU_PROBE_INTERVAL_HOURS": "0",
+                "PANTAU_AUTH": "on" if self.auth else "off",
             }
         )
+        if self.auth:
+            env["PANTAU_ADMIN_TOKEN"] = self.admin_token
         env.update(self.env)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-pantau-{self.port}.log"
         log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
@@ -206,12 +217,22 @@ class Pantau:
         raise RuntimeError(f"pantau not healthy within {timeout} s:\n{self.log_text()}")
 
     def request(
-        self, method: str, path: str, body: Any = None, raw: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        key: str | None = None,
     ) -> tuple[int, Any]:
+        """Send a request, with ``key`` as Authorization: Bearer when given; return status and decoded body."""
         data = raw
         if data is None and body is not None:
             data = json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers or {})
+        headers = dict(headers or {})
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         if data is not None and "Content-Type" not in (headers or {}):
             request.add_header("Content-Type", "application/json")
         try:
@@ -226,8 +247,12 @@ class Pantau:
         except json.JSONDecodeError:
             return status, payload
 
+    def admin(self, method: str, path: str, body: Any = None, **options: Any) -> tuple[int, Any]:
+        """Send a request as the admin (with the admin token when access control is on)."""
+        return self.request(method, path, body, key=self.admin_token if self.auth else None, **options)
+
     def camera(self, camera_id: str) -> dict[str, Any]:
-        status, body = self.request("GET", f"/api/cameras/{camera_id}")
+        status, body = self.admin("GET", f"/api/cameras/{camera_id}")
         assert status == 200, body
         return body
 
@@ -411,9 +436,11 @@ def ffprobe_frames(source: str, packets: int | None = 45, timeout: float = 90, o
     return Probed(stream["codec_name"], stream["width"], stream["height"], times)
 
 
-def http_get(url: str, timeout: float = 30, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def http_get(
+    url: str, timeout: float = 30, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """Fetch ``url`` and return status, headers and body, also for 4xx and 5xx answers."""
-    request = urllib.request.Request(url, method=method)
+    request = urllib.request.Request(url, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()

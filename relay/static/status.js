@@ -53,6 +53,11 @@ const TEXT = {
     player_stalled: "Video tidak bergerak selama {seconds} detik. Menyambung ulang.",
     player_missing: "Pemutar {name} belum terpasang di server ini.",
     player_unsupported: "Peramban ini tidak dapat memutar format ini (Media Source Extensions tidak tersedia).",
+    key_prompt: "Pantau meminta kunci akses. Masukkan kunci konsumen atau token admin; kunci disimpan di peramban ini.",
+    key_rejected: "Kunci ditolak ({reason}). Masukkan kunci lain.",
+    key_label: "Kunci akses",
+    key_save: "Simpan",
+    key_forget: "Lupakan kunci",
     ago_seconds: "{n} detik lalu",
     ago_minutes: "{n} menit lalu",
     ago_hours: "{n} jam lalu",
@@ -104,6 +109,11 @@ const TEXT = {
     player_stalled: "The video has not moved for {seconds} s. Reconnecting.",
     player_missing: "The {name} player is not installed on this server.",
     player_unsupported: "This browser cannot play this format (no Media Source Extensions).",
+    key_prompt: "Pantau needs an access key. Enter a consumer key or the admin token; it is kept in this browser.",
+    key_rejected: "The key was rejected ({reason}). Enter another key.",
+    key_label: "Access key",
+    key_save: "Save",
+    key_forget: "Forget key",
     ago_seconds: "{n} s ago",
     ago_minutes: "{n} min ago",
     ago_hours: "{n} h ago",
@@ -122,15 +132,30 @@ function t(key, values = {}) {
 }
 
 // --- requests to Pantau ----------------------------------------------------------
-// Every request goes through authHeaders() and streamUrls(), so that an access key
-// or a signed token can be added in one place.
+// Every request goes through authHeaders() and streamUrls(). The operator's key is
+// asked for once and kept in localStorage; API requests send it as a Bearer header,
+// and players get signed URLs (POST /api/tokens), which need no header.
 
-function authHeaders() {
-  return {};
+const KEY_STORAGE = "pantau.key";
+
+function storedKey() {
+  return localStorage.getItem(KEY_STORAGE) || "";
 }
 
-async function apiGet(path) {
-  const response = await fetch(path, { headers: authHeaders(), cache: "no-store" });
+function authHeaders() {
+  const key = storedKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function apiRequest(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) }, cache: "no-store" });
   if (!response.ok) {
     let reason = `HTTP ${response.status}`;
     try {
@@ -139,19 +164,43 @@ async function apiGet(path) {
     } catch (error) {
       // The body was not JSON; the status code is the reason.
     }
-    throw new Error(reason);
+    throw new ApiError(reason, response.status);
   }
   return response.json();
 }
 
-function streamUrls(cameraId) {
+function apiGet(path) {
+  return apiRequest(path);
+}
+
+function apiPost(path, body) {
+  return apiRequest(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+function streamUrls(cameraId, token = "") {
   const base = new URL(".", window.location.href);
   const id = encodeURIComponent(cameraId);
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
   return {
-    flv: new URL(`live/${id}.flv`, base).href,
-    hls: new URL(`live/${id}/index.m3u8`, base).href,
-    ts: new URL(`live/${id}/ts/index.m3u8`, base).href,
+    flv: new URL(`live/${id}.flv${query}`, base).href,
+    hls: new URL(`live/${id}/index.m3u8${query}`, base).href,
+    ts: new URL(`live/${id}/ts/index.m3u8${query}`, base).href,
   };
+}
+
+// With a key, a player plays a signed URL made for its camera; without one
+// (access control off), the plain URL. A token is reused until a minute before
+// it expires, so that player retries do not each make a new one.
+const TOKEN_REUSE_MARGIN_MS = 60 * 1000;
+const tokens = new Map(); // camera id -> {token, expires}
+
+async function playUrls(cameraId) {
+  if (!storedKey()) return streamUrls(cameraId);
+  const cached = tokens.get(cameraId);
+  if (cached && cached.expires - Date.now() > TOKEN_REUSE_MARGIN_MS) return streamUrls(cameraId, cached.token);
+  const body = await apiPost("api/tokens", { camera_id: cameraId, actions: ["live"] });
+  tokens.set(cameraId, { token: body.token, expires: new Date(body.expires_at).getTime() });
+  return streamUrls(cameraId, body.token);
 }
 
 // --- formatting ------------------------------------------------------------------
@@ -219,6 +268,7 @@ class Player {
     this.lastProgress = 0;
     this.waitingForCamera = false;
     this.overlayMessage = null;
+    this.attempt = 0; // counts start() calls, so a late token response cannot start an old attempt
     this.video.addEventListener("playing", () => this.hideOverlay());
     this.video.addEventListener("timeupdate", () => {
       if (this.video.currentTime !== this.lastTime) {
@@ -228,8 +278,9 @@ class Player {
     });
   }
 
-  start(kind) {
+  async start(kind) {
     this.stopEngine();
+    const attempt = ++this.attempt;
     this.kind = kind;
     this.box.classList.add("active");
     this.waitingForCamera = false;
@@ -239,7 +290,14 @@ class Player {
     }
     this.showOverlay("player_loading");
     this.lastProgress = Date.now();
-    const urls = streamUrls(this.card.id);
+    let urls;
+    try {
+      urls = await playUrls(this.card.id);
+    } catch (error) {
+      if (attempt === this.attempt) this.fail(error.message);
+      return;
+    }
+    if (attempt !== this.attempt || this.kind !== kind) return;
     if (kind === "hls") this.startHls(urls.hls);
     else this.startFlv(urls.flv);
   }
@@ -255,7 +313,8 @@ class Player {
       this.showOverlay("player_unsupported");
       return;
     }
-    const headers = authHeaders();
+    // A signed URL carries its token into every playlist URI; only a plain URL needs the header.
+    const headers = url.includes("token=") ? {} : authHeaders();
     const hls = new Hls({
       xhrSetup: (xhr) => {
         for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
@@ -278,7 +337,7 @@ class Player {
     }
     const player = mpegts.createPlayer(
       { type: "flv", isLive: true, url },
-      { enableStashBuffer: false, liveBufferLatencyChasing: true, headers: authHeaders() },
+      { enableStashBuffer: false, liveBufferLatencyChasing: true, headers: url.includes("token=") ? {} : authHeaders() },
     );
     this.engine = {
       destroy: () => {
@@ -300,6 +359,7 @@ class Player {
 
   fail(detail) {
     this.stopEngine();
+    tokens.delete(this.card.id); // the token may be the reason: revoked, or expired during playback
     if (this.card.camera && this.card.camera.state === "retrying") {
       this.waitForCamera();
       return;
@@ -343,6 +403,7 @@ class Player {
   }
 
   stop() {
+    this.attempt += 1;
     this.kind = null;
     this.waitingForCamera = false;
     this.stopEngine();
@@ -485,6 +546,7 @@ function setLanguage(next) {
   }
   const missing = document.getElementById("players-missing");
   if (!missing.hidden) missing.innerHTML = t("players_missing");
+  if (keyMessage) showKeyForm(...keyMessage);
   render(lastCameras);
   for (const card of cards.values()) card.player.retranslate();
 }
@@ -533,20 +595,72 @@ function render(cameras) {
   empty.textContent = t("empty");
 }
 
+// --- access key ------------------------------------------------------------------
+
+let keyMessage = null; // [text key, values] of the key form while it is shown
+
+function showKeyForm(key, values = {}) {
+  keyMessage = [key, values];
+  document.getElementById("key-message").textContent = t(key, values);
+  document.getElementById("key-form").hidden = false;
+}
+
+function hideKeyForm() {
+  keyMessage = null;
+  document.getElementById("key-form").hidden = true;
+}
+
+function showKeyButton() {
+  document.getElementById("key-forget").hidden = !storedKey();
+}
+
+function saveKey(event) {
+  event.preventDefault();
+  const input = document.getElementById("key-input");
+  const key = input.value.trim();
+  if (!key) return;
+  localStorage.setItem(KEY_STORAGE, key);
+  tokens.clear();
+  input.value = "";
+  hideKeyForm();
+  showKeyButton();
+  refresh();
+}
+
+function forgetKey() {
+  localStorage.removeItem(KEY_STORAGE);
+  tokens.clear();
+  showKeyButton();
+  lastCameras = [];
+  render(lastCameras);
+  refresh();
+}
+
+// --- status refresh --------------------------------------------------------------
+
+let refreshTimer = null;
+
 async function refresh() {
+  clearTimeout(refreshTimer);
   const apiError = document.getElementById("api-error");
   try {
     const body = await apiGet("api/cameras");
     lastCameras = body.items || [];
     apiError.hidden = true;
+    hideKeyForm();
     render(lastCameras);
     document.getElementById("updated").textContent = t("updated", { time: new Date().toLocaleTimeString(t("locale")) });
   } catch (error) {
+    if (error.status === 401 || error.status === 429) {
+      // Polling with a missing or wrong key would only add failed attempts: wait for a key.
+      apiError.hidden = true;
+      showKeyForm(storedKey() ? "key_rejected" : "key_prompt", { reason: error.message });
+      return;
+    }
     apiError.textContent = t("api_error", { reason: error.message, seconds: REFRESH_SECONDS });
     apiError.hidden = false;
-  } finally {
-    setTimeout(refresh, REFRESH_SECONDS * 1000);
   }
+  refreshTimer = setTimeout(refresh, REFRESH_SECONDS * 1000);
 }
 
 function start() {
@@ -554,6 +668,9 @@ function start() {
     button.addEventListener("click", () => setLanguage(button.dataset.lang));
   }
   document.getElementById("filter").addEventListener("input", () => render(lastCameras));
+  document.getElementById("key-form").addEventListener("submit", saveKey);
+  document.getElementById("key-forget").addEventListener("click", forgetKey);
+  showKeyButton();
   if (!playerAvailable("hls") || !playerAvailable("flv")) {
     const missing = document.getElementById("players-missing");
     missing.hidden = false;
