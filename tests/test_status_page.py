@@ -65,7 +65,7 @@ def page_service(tmp_path_factory) -> Iterator[Pantau]:
             owner={"category": "swasta", "name": "Hotel Contoh"},
         ),
     ]
-    instance = Pantau(data_dir=data_dir, cameras=cameras).start()
+    instance = Pantau(data_dir=data_dir, cameras=cameras, env={"PANTAU_PROBE_WINDOW_SECONDS": "2"}).start()
     try:
         yield instance
     finally:
@@ -108,6 +108,25 @@ def test_status_page_text_and_language_switch(page_service, tmp_path):
     assert "retries in" in offline_en or "is retrying" in offline_en
     assert play_en == "Play HLS"
     assert heading_back == "Status Kamera"
+
+
+def test_status_page_shows_measured_facts_and_rule(page_service, tmp_path):
+    page_service.request("POST", "/api/cameras/cam/probe")
+    card = '[data-camera-id="cam"]'
+    offline = '[data-camera-id="offline"]'
+    with chromium_page(tmp_path / "profile") as page:
+        page.goto(page_service.base + "/")
+        page.wait_for_function(
+            f"document.querySelector('{card} .measured').textContent.includes('2688×1520')", timeout=30_000
+        )
+        facts = page.inner_text(f"{card} .measured")
+        rule = page.inner_text(f"{card} .rule")
+        offline_rule = page.inner_text(f"{offline} .rule")
+
+    assert "2688×1520 (4.09 MP)" in facts
+    assert "15.0 fps" in facts
+    assert rule.startswith("dikecualikan")  # a pemkab camera
+    assert offline_rule.startswith("belum diketahui")  # a swasta camera never probed
 
 
 def test_status_page_lists_copyable_urls_and_fields(page_service, tmp_path):

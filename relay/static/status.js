@@ -30,6 +30,14 @@ const TEXT = {
     field_resolution: "Resolusi",
     field_rate: "Laju",
     field_readers: "Pembaca",
+    field_facts: "Terukur",
+    field_compliance: "Aturan 4 MP",
+    facts_none: "belum diprobe",
+    facts_probed: "diprobe {ago}",
+    compliance_compliant: "memenuhi",
+    compliance_below_minimum: "di bawah minimum",
+    compliance_exempt: "dikecualikan",
+    compliance_unknown: "belum diketahui",
     owner_pemkab: "Pemkab",
     owner_desa: "Desa",
     owner_swasta: "Swasta",
@@ -87,6 +95,14 @@ const TEXT = {
     field_resolution: "Resolution",
     field_rate: "Rate",
     field_readers: "Readers",
+    field_facts: "Measured",
+    field_compliance: "4 MP rule",
+    facts_none: "not probed yet",
+    facts_probed: "probed {ago}",
+    compliance_compliant: "compliant",
+    compliance_below_minimum: "below minimum",
+    compliance_exempt: "exempt",
+    compliance_unknown: "unknown",
     owner_pemkab: "Regency government",
     owner_desa: "Village",
     owner_swasta: "Private",
@@ -230,6 +246,23 @@ function formatRate(camera) {
   if (camera.fps != null) parts.push(`${camera.fps} fps`);
   if (camera.bitrate_bps != null) parts.push(`${(camera.bitrate_bps / 1e6).toFixed(2)} Mbit/s`);
   return parts.join(", ") || "—";
+}
+
+function formatFacts(probe) {
+  const facts = probe && probe.facts;
+  if (!facts) return t("facts_none");
+  const parts = [`${facts.width}×${facts.height} (${facts.megapixels} MP)`];
+  if (facts.fps) parts.push(`${facts.fps.toFixed(1)} fps`);
+  if (facts.gop_seconds) parts.push(`GOP ${facts.gop_seconds.toFixed(1)} s`);
+  if (facts.video_bitrate_bps) parts.push(`${(facts.video_bitrate_bps / 1e6).toFixed(2)} Mbit/s`);
+  if (facts.b_frames) parts.push("B-frames");
+  if (probe.probed_at) parts.push(t("facts_probed", { ago: formatAgo(probe.probed_at) }));
+  return parts.join(", ");
+}
+
+function formatCompliance(compliance) {
+  if (!compliance) return "—";
+  return `${t(`compliance_${compliance.status}`)}: ${compliance.reason}`;
 }
 
 function formatValue(value) {
@@ -464,6 +497,9 @@ class Card {
     set(".resolution", camera.width && camera.height ? `${camera.width}×${camera.height}` : "—");
     set(".rate", formatRate(camera));
     set(".readers", formatReaders(camera.readers));
+    set(".measured", formatFacts(camera.probe));
+    set(".rule", formatCompliance(camera.compliance));
+    root.querySelector(".rule").dataset.status = camera.compliance ? camera.compliance.status : "";
     const state = root.querySelector(".state");
     state.className = `state ${camera.state}`;
     set(".state", t(`state_${camera.state}`));
