@@ -297,8 +297,10 @@ async def watch_hls(
                 elif line and not line.startswith("#"):
                     segments.append(urljoin(playlist_url, line))
             new = [url for url in segments if url not in seen]
-            if result.first_keyframe_seconds is None:
-                new = new[-1:]  # a player starts near the live edge
+            if result.first_keyframe_seconds is None and new:
+                # A player starts at the live edge and never goes back for older segments.
+                seen.update(new[:-1])
+                new = new[-1:]
             for url in new:
                 seen.add(url)
                 async with session.get(url, headers=headers, timeout=timeout) as response:

@@ -1,12 +1,20 @@
-"""The bundled load test at a tiny scale: it passes on a healthy run and fails on an extra upstream."""
+"""The bundled load test at a tiny scale, and its HLS viewer joining at the live edge."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 
-from tests.support import REPO
+import aiohttp
+
+from loadtest.swarm import ViewerResult, watch_hls
+from proto.hls import parse_media_playlist
+from tests.conftest import start_pantau
+from tests.support import REPO, camera_entry, http_get
+from tests.test_lifecycle import wait_until
 
 
 def run_loadtest(tmp_path, *extra: str) -> tuple[int, dict, str]:
@@ -52,3 +60,29 @@ def test_loadtest_fails_on_extra_upstream(tmp_path):
     upstream = next(check for check in report["checks"] if check["name"] == "one upstream per camera")
     assert upstream["ok"] is False
     assert "FAIL  one upstream per camera" in output
+
+
+
+def test_swarm_hls_viewer_starts_at_live_edge(gst, pantau, tmp_path):
+    # A viewer that joins a playlist already listing several segments must not go back for
+    # the older ones after the live one, or it counts false timestamp regressions.
+    instance = start_pantau(pantau, tmp_path, [camera_entry("cam", gst.url("/h264"), mode="always")])
+    playlist_url = f"{instance.base}/live/cam/index.m3u8"
+
+    def listed_segments() -> int:
+        status, _, body = http_get(playlist_url)
+        return len(parse_media_playlist(body.decode())["segments"]) if status == 200 else 0
+
+    assert wait_until(lambda: listed_segments() >= 3, timeout=30)
+
+    async def watch() -> ViewerResult:
+        result = ViewerResult(camera_id="cam", kind="hls", cold=False, flapping=False)
+        async with aiohttp.ClientSession() as session:
+            return await watch_hls(session, instance.base, result, time.monotonic() + 5, {})
+
+    result = asyncio.run(watch())
+
+    assert result.error is None
+    assert result.first_keyframe_seconds is not None
+    assert result.keyframes >= 2
+    assert result.timestamp_regressions == 0
