@@ -256,9 +256,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 viewers.append(result)
                 tasks.append(asyncio.create_task(watch(session, base, result, until, headers)))
 
-            for index in range(args.cameras):
-                start_viewer(index, kinds[0], cold)
-            await asyncio.sleep(3)
+            if args.viewers_per_camera > 0:
+                for index in range(args.cameras):
+                    start_viewer(index, kinds[0], cold)
+                await asyncio.sleep(3)
             for index in range(args.cameras):
                 for viewer in range(1, args.viewers_per_camera * len(kinds)):
                     start_viewer(index, kinds[viewer % len(kinds)], False)
@@ -547,7 +548,10 @@ def _triple(summary: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cameras", type=int, default=10, help="simulated cameras (default 10)")
-    parser.add_argument("--viewers-per-camera", type=int, default=1, help="viewers per camera and protocol (default 1)")
+    parser.add_argument(
+        "--viewers-per-camera", type=int, default=1,
+        help="viewers per camera and protocol (default 1; 0 with --record or --always measures ingest alone)",
+    )
     parser.add_argument("--protocol", choices=("flv", "hls", "both"), default="flv", help="what the viewers fetch")
     parser.add_argument("--duration", type=float, default=60, help="steady measurement window in seconds (default 60)")
     parser.add_argument("--warmup", type=float, default=10, help="seconds between connecting and measuring (default 10)")
@@ -576,7 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main() -> int:
-    args = build_parser().parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
+    if args.viewers_per_camera < 0:
+        parser.error("--viewers-per-camera must be 0 or more")
+    if args.viewers_per_camera == 0 and not (args.record or args.always):
+        parser.error("--viewers-per-camera 0 needs --record or --always: on_demand cameras connect only for a viewer")
     if args.target and not args.key:
         print("loadtest: note: no --key given; a Pantau with access control on will answer 401", file=sys.stderr)
     try:

@@ -21,10 +21,14 @@ if [ "$what" = ingest ] || [ "$what" = all ]; then
     run "ingest-$cameras" --cameras "$cameras" --viewers-per-camera 1 --always --warmup 20 --duration 60
     run "ingest-record-$cameras" --cameras "$cameras" --viewers-per-camera 1 --record --warmup 20 --duration 60
   done
+  # on_demand cameras: each viewer's request opens the upstream, so first keyframe is "cold".
+  run "cold-50" --cameras 50 --viewers-per-camera 1 --warmup 20 --duration 30
   run "ingest-profile-100" --cameras 100 --viewers-per-camera 1 --always --warmup 20 --duration 60 --profile
 fi
 if [ "$what" = peer ] || [ "$what" = all ]; then
   for cameras in 50 100 200; do
+    # Pantau doing the peer's job alone: recording, no viewers.
+    run "record-only-$cameras" --cameras "$cameras" --viewers-per-camera 0 --record --warmup 20 --duration 60
     echo "== peer-$cameras: python -m loadtest.peer --cameras $cameras" >&2
     "$python" -m loadtest.peer --cameras "$cameras" --warmup 20 --duration 60 --json "$out/peer-$cameras.json" \
       >"$out/peer-$cameras.txt" || true
