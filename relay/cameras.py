@@ -205,6 +205,12 @@ def carries_mask(url: str) -> bool:
     return user is not None and password in (MASK, quote(MASK))
 
 
+MASK_UNRESOLVED = (
+    "the URL carries the masked password *** but no stored password for the same user and "
+    "host can replace it; send the real password or a ${VAR} reference"
+)
+
+
 def merge_password(new_url: str, stored_url: str | None) -> str:
     """Keep the stored password when an edit sends ``***`` or no password.
 

@@ -32,8 +32,10 @@ from typing import Any
 
 from relay.cameras import (
     CAMERA_ID_PATTERN,
+    MASK_UNRESOLVED,
     CameraConfig,
     EntryInvalid,
+    carries_mask,
     merge_password,
     parse_entry,
     validate_camera_url,
@@ -266,6 +268,10 @@ def _plan_row(
     if not errors:
         stored = existing.get(camera_id)
         raw["url"] = merge_password(raw["url"], stored.url if stored else None)
+        if carries_mask(raw["url"]):
+            fail("rtsp_url", MASK_UNRESOLVED)
+            plan.errors.extend(errors)
+            return
         try:
             config = parse_entry(raw)
         except EntryInvalid as exc:

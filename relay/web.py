@@ -17,7 +17,7 @@ from aiohttp import HttpVersion11, web
 
 from relay.access import BYTES_SENT_KEY, camera_visible, principal_of, shape_camera_view
 from relay.camera import Camera, CameraUnavailable
-from relay.cameras import CameraStoreError, EntryInvalid, carries_mask, merge_password, parse_entry
+from relay.cameras import MASK_UNRESOLVED, CameraStoreError, EntryInvalid, carries_mask, merge_password, parse_entry
 from relay.logs import get_logger
 from relay.metrics import create_registry, render
 from relay.service import Service
@@ -51,7 +51,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
-        return json_error(exc.status, code, exc.reason)
+        # aiohttp's 413 text names the limit and the body's size in bytes; its reason does not.
+        reason = exc.text if exc.status == 413 and exc.text else exc.reason
+        response = json_error(exc.status, code, reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]  # required on a 405 by RFC 9110
+        return response
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
@@ -144,8 +149,7 @@ async def put_camera(request: web.Request) -> web.Response:
             return json_error(
                 400,
                 "invalid_field",
-                "the URL carries the masked password *** but no stored password for the same user and "
-                "host can replace it; send the real password or a ${VAR} reference",
+                MASK_UNRESOLVED,
                 "url",
             )
     try:
@@ -275,8 +279,19 @@ async def not_found(request: web.Request) -> web.Response:
     return json_error(404, "not_found", f"no such endpoint: {request.method} {request.path}")
 
 
+async def allow_any_origin(request: web.Request, response: web.StreamResponse) -> None:
+    """Let players on other origins read every stream and recording response, errors included.
+
+    A browser hides a cross-origin response without this header, so a player would see a
+    network error instead of a 404 or 503 that tells it to reload or wait.
+    """
+    if request.path.startswith(("/live/", "/vod/")) and "Access-Control-Allow-Origin" not in response.headers:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+
+
 def create_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_JSON_BODY)
+    app.on_response_prepare.append(allow_any_origin)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = create_registry(service)
     app.router.add_get("/healthz", healthz)

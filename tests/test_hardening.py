@@ -15,7 +15,7 @@ import pytest
 
 from tests.access_support import OWNERS, create_consumer
 from tests.recording_support import complete_segments, wait_until
-from tests.support import GstRtspServer, Pantau, camera_entry
+from tests.support import GstRtspServer, Pantau, camera_entry, http_get
 
 SENTINEL = "pantau-outside-data-dir-7f3a9c"
 # Every route with a path parameter, with the parameter to attack marked {} and the others filled in.
@@ -239,6 +239,7 @@ def test_oversized_bodies_get_413(hostile):
     )
 
     assert consumer_status == 413, consumer_body
+    assert str(64 * 1024) in consumer_body["reason"]
     assert camera_status == 413
     assert token_status == 413
     assert import_status == 413, import_body
@@ -258,6 +259,9 @@ def test_methods_and_content_types_are_checked(hostile):
 
     assert wrong_method == 405
     assert method_body["error"] == "method_not_allowed"
+    bearer = {"Authorization": f"Bearer {hostile.admin_token}"}
+    _, wrong_method_headers, _ = http_get(f"{hostile.base}/live/cam.flv", method="POST", headers=bearer)
+    assert "GET" in wrong_method_headers["Allow"]
     assert form == 415
     assert form_body["error"] == "unsupported_media_type"
     assert camera_text == 415

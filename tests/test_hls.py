@@ -168,11 +168,15 @@ def test_hls_headers_segments_and_errors(gst, pantau, tmp_path):
     # 3.33 s at 15 fps
     assert 48 <= len(frames) <= 52, len(frames)
 
-    missing_status, _, missing = http_get(base + "seg-1.m4s")
+    missing_status, missing_headers, missing = http_get(base + "seg-1.m4s")
     assert missing_status == 404
     assert b"segment_not_found" in missing
+    # A player on another origin must be able to read the 404 that tells it to reload.
+    assert missing_headers["Access-Control-Allow-Origin"] == "*"
     assert http_get(base + "init-0000000000000000.mp4")[0] == 404
-    assert http_get(f"{instance.base}/live/nosuchcam/index.m3u8")[0] == 404
+    unknown_status, unknown_headers, _ = http_get(f"{instance.base}/live/nosuchcam/index.m3u8")
+    assert unknown_status == 404
+    assert unknown_headers["Access-Control-Allow-Origin"] == "*"
     preflight_status, preflight_headers, _ = http_get(base + "index.m3u8", method="OPTIONS")
     assert preflight_status == 204
     assert "Authorization" in preflight_headers["Access-Control-Allow-Headers"]

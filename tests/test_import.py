@@ -250,6 +250,18 @@ def test_replace_keeps_stored_password():
     assert result.items[0][1].url == "rtsp://viewer:secret@192.0.2.10:554/old"
 
 
+def test_mask_without_stored_password_rejected():
+    existing = {"cam-1": existing_camera("cam-1")}
+    moved = row("cam-1", rtsp_url="rtsp://viewer:***@192.0.2.99:554/old")
+    new = row("cam-2", rtsp_url="rtsp://admin:***@192.0.2.11:554/new")
+
+    result = plan(csv_text(moved, new), existing, replace=True)
+
+    assert [(error.line, error.column) for error in result.errors] == [(2, "rtsp_url"), (3, "rtsp_url")]
+    assert all("***" in error.reason for error in result.errors)
+    assert result.items == []
+
+
 def test_header_problems_on_line_one():
     result = plan("id,name,url,owner_category,colour\ncam,Cam,rtsp://192.0.2.1/x,swasta,red\n")
 
@@ -437,6 +449,34 @@ def test_cli_posts_to_running_service(pantau, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     _, cameras = instance.request("GET", "/api/cameras")
     assert len(cameras["items"]) == SAMPLE_ROWS
+
+
+def test_cli_direct_refused_while_service_runs(pantau, tmp_path):
+    data_dir = tmp_path / "data"
+    start_pantau(pantau, data_dir, [], **QUIET)
+
+    result = run_import(str(SAMPLE), "--direct", data_dir=data_dir)
+
+    assert result.returncode == 2
+    assert "without --direct" in result.stderr
+    assert not yaml.safe_load((data_dir / "cameras.yaml").read_text())
+
+
+def test_second_service_on_same_data_dir_refused(pantau, tmp_path):
+    data_dir = tmp_path / "data"
+    start_pantau(pantau, data_dir, [], **QUIET)
+
+    second = subprocess.run(
+        [sys.executable, "-m", "relay", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=dict(os.environ, PANTAU_DATA_DIR=str(data_dir), PANTAU_HTTP_PORT=str(free_port())),
+    )
+
+    assert second.returncode == 2
+    assert "another Pantau process" in second.stderr
 
 
 def test_cli_reports_unreachable_service(tmp_path):
