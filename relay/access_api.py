@@ -275,6 +275,12 @@ def _matches(event: dict[str, Any], filters: dict[str, str], start: str | None, 
             owner = owner if isinstance(owner, dict) else {}
             if wanted not in (owner.get("name"), owner.get("category")):
                 return False
+        elif name == "consumer":
+            # Admin changes to a consumer name it in their detail, not as the acting consumer.
+            detail = event.get("detail")
+            target = detail.get("consumer") if isinstance(detail, dict) else None
+            if wanted not in (event.get("consumer"), target):
+                return False
         elif event.get(name) != wanted:
             return False
     happened = event.get("time", "")
@@ -300,9 +306,16 @@ def query_audit(access: AccessControl, filters: dict[str, str], start: float | N
     return items, False
 
 
+AUDIT_PARAMETERS = {"camera", "owner", "consumer", "action", "start", "end", "limit"}
+
+
 async def get_audit(request: web.Request) -> web.Response:
     """Return audit events filtered by camera, owner (name or category), consumer, action and time."""
     query = request.query
+    unknown = sorted(set(query) - AUDIT_PARAMETERS)
+    if unknown:
+        allowed = ", ".join(sorted(AUDIT_PARAMETERS))
+        return json_error(400, "invalid_parameter", f"unknown parameter {unknown[0]!r}; allowed: {allowed}", unknown[0])
     filters = {}
     for parameter, field in (("camera", "camera_id"), ("owner", "owner"), ("consumer", "consumer"), ("action", "action")):
         if query.get(parameter):

@@ -263,6 +263,8 @@ def test_audit_api_filters(audited):
     future = audit_events(instance, start=iso(time.time() + 3600))
     limited = instance.admin("GET", "/api/audit?action=token_create&limit=1")[1]
     bad_start, bad = instance.admin("GET", "/api/audit?start=yesterday")
+    typo_status, typo = instance.admin("GET", "/api/audit?camrea=hotel-cam")
+    changes_to_consumer = audit_events(instance, consumer="filterer", action="consumer_create")
 
     assert [event["camera_id"] for event in by_camera] == ["hotel-cam", "hotel-cam"]
     assert [event["camera_id"] for event in by_owner] == ["desa-cam"]
@@ -274,6 +276,9 @@ def test_audit_api_filters(audited):
     assert limited["truncated"] is True
     assert bad_start == 400
     assert bad["field"] == "start"
+    assert typo_status == 400
+    assert typo["field"] == "camrea"
+    assert [event["credential"] for event in changes_to_consumer] == ["admin"]
 
 
 def run_verify(directory: Path) -> subprocess.CompletedProcess[str]:
