@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.cameras import CameraStore
+from relay.data_lock import DataDirInUse, lock_data_dir
 from relay.import_command import add_import_parser, run_import
 from relay.logs import configure_logging, get_logger
 from relay.service import Service
@@ -82,11 +83,13 @@ def verify_audit(directory: Path) -> int:
     from relay.audit import verify_directory
 
     result = verify_directory(directory)
+    events = f"{result.lines} event{'s' if result.lines != 1 else ''}"
+    files = f"{result.files} file{'s' if result.files != 1 else ''}"
     if result.ok:
-        print(f"intact: {result.lines} events in {result.files} files in {directory}")
+        print(f"intact: {events} in {files} in {directory}")
         return 0
     print(f"broken: {result.problem}")
-    print(f"checked {result.lines} intact events in {result.files} files in {directory} before that")
+    print(f"checked {events} in {files} in {directory} before that, all intact")
     return 1
 
 
@@ -199,6 +202,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "import":
         return run_import(args, settings)
+    try:
+        lock_data_dir(Path(settings.data_dir))  # held until the process ends
+    except DataDirInUse:
+        print(
+            f"pantau: another Pantau process is using PANTAU_DATA_DIR={settings.data_dir!r}; "
+            "stop it or give this one another data directory",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "serve":
         coroutine = run_service(settings)
     elif args.command == "demo":

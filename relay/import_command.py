@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from relay.access import ADMIN_TOKEN_FILE
 from relay.cameras import CameraStore, CameraStoreError
+from relay.data_lock import DataDirInUse, lock_data_dir
 from relay.importer import ImportRules, plan_import
 from relay.settings import Settings
 
@@ -56,7 +57,7 @@ def add_import_parser(commands: Any, formatter: type[argparse.HelpFormatter], ep
     target.add_argument(
         "--direct",
         action="store_true",
-        help="write the cameras file ($PANTAU_CAMERAS) directly; only while the service is stopped",
+        help="write the cameras file ($PANTAU_CAMERAS) directly; refused while the service runs on this data directory",
     )
 
 
@@ -68,6 +69,15 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO = sys.s
         print(f"pantau import: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     if args.direct:
+        try:
+            lock_data_dir(Path(settings.data_dir))  # held until this command ends
+        except DataDirInUse:
+            print(
+                f"pantau import: the service is running on PANTAU_DATA_DIR={settings.data_dir!r} and would "
+                "overwrite the cameras file; import without --direct to go through its API",
+                file=sys.stderr,
+            )
+            return 2
         status, body = import_direct(data, settings, args.dry_run, args.replace)
     else:
         base = args.server or f"http://127.0.0.1:{settings.http_port}"
