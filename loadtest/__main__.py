@@ -107,6 +107,10 @@ class Fleet:
             self.process.kill()
 
 
+# Settings the load test gives the Pantau it starts; --pantau-env may not change them.
+LOADTEST_OWNED_SETTINGS = ("PANTAU_HTTP_HOST", "PANTAU_HTTP_PORT", "PANTAU_DATA_DIR", "PANTAU_ADMIN_TOKEN")
+
+
 class PantauProcess:
     def __init__(self, args: argparse.Namespace, data_dir: Path) -> None:
         self.port = _free_port()
@@ -176,10 +180,26 @@ async def register_cameras(
     await asyncio.gather(*(put(index) for index in range(args.cameras)))
 
 
-async def camera_views(session: aiohttp.ClientSession, base: str, headers: dict[str, str]) -> dict[str, dict[str, Any]]:
+async def camera_views(
+    session: aiohttp.ClientSession, base: str, headers: dict[str, str], cameras: int
+) -> dict[str, dict[str, Any]]:
+    """Return the views of the load test's cameras, leaving out a --target's own."""
+    ours = {f"cam{index}" for index in range(cameras)}
     async with session.get(f"{base}/api/cameras", headers=headers) as response:
         body = await response.json()
-    return {item["id"]: item for item in body["items"]}
+    return {item["id"]: item for item in body["items"] if item["id"] in ours}
+
+
+async def remove_cameras(session: aiohttp.ClientSession, base: str, headers: dict[str, str], cameras: int) -> None:
+    """Delete the cameras the load test registered on a --target, whose simulator is about to stop."""
+    for index in range(cameras):
+        try:
+            async with session.delete(f"{base}/api/cameras/cam{index}", headers=headers) as response:
+                if response.status not in (204, 404):
+                    print(f"loadtest: DELETE cam{index} failed: HTTP {response.status}", file=sys.stderr)
+        except aiohttp.ClientError as exc:
+            print(f"loadtest: DELETE cam{index} failed: {exc}", file=sys.stderr)
+            return
 
 
 async def open_extra_upstream(port: int, path: str) -> asyncio.StreamWriter:
@@ -233,7 +253,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.record or args.always:
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
-                    views = await camera_views(session, base, headers)
+                    views = await camera_views(session, base, headers, args.cameras)
                     if sum(view["state"] == "live" for view in views.values()) >= args.cameras:
                         break
                     await asyncio.sleep(1)
@@ -272,6 +292,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             sampler = asyncio.create_task(_sample_rss(pid, rss_timeline)) if pid else None
             profiler = _start_profiler(pid, args.duration, data_dir) if args.profile and pid else None
             cpu_start = process_cpu_seconds(pid) if pid else 0.0
+            # The simulator and this process (the viewer swarm) must not be what limits the run.
+            tools_cpu_start = (process_cpu_seconds(fleet.process.pid), process_cpu_seconds(os.getpid()))
             fleet_bytes_start = fleet.stats.get("bytes_sent", 0)
             window_start = time.monotonic()
             swarm_bytes_start = sum(viewer.bytes for viewer in viewers)
@@ -281,10 +303,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 sampler.cancel()
             profile = await asyncio.to_thread(_finish_profiler, profiler, data_dir) if profiler else None
             cpu_end = process_cpu_seconds(pid) if pid else 0.0
+            tools_cpu_end = (process_cpu_seconds(fleet.process.pid), process_cpu_seconds(os.getpid()))
             rss = process_rss_bytes(pid) if pid else 0
             fleet_bytes_end = fleet.stats.get("bytes_sent", 0)
             swarm_bytes_end = sum(viewer.bytes for viewer in viewers)
-            views = await camera_views(session, base, headers)
+            views = await camera_views(session, base, headers, args.cameras)
             fleet_stats = dict(fleet.stats)
 
             # Warm probes: one short extra viewer per camera (at most 100) on live cameras.
@@ -298,9 +321,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results = await asyncio.gather(*tasks)
 
             recording = await _recording_stats(session, base, headers, args) if args.record else None
+            if args.target:
+                await remove_cameras(session, base, headers, args.cameras)
 
         cpu_percent = (cpu_end - cpu_start) / window * 100 if pid else None
         report = {"profile": profile} if args.profile else {}
+        report["simulator_cpu_percent_of_core"] = _percent((tools_cpu_end[0] - tools_cpu_start[0]) / window * 100)
+        report["swarm_cpu_percent_of_core"] = _percent((tools_cpu_end[1] - tools_cpu_start[1]) / window * 100)
         report |= _report(
             args, results, probe_results, views, fleet, fleet_stats, window, cpu_percent, rss, baseline_rss, rss_timeline,
             (fleet_bytes_end - fleet_bytes_start) * 8 / window / 1e6,
@@ -463,7 +490,7 @@ def _report(
         )
     per_camera_rss = (rss - baseline_rss) / args.cameras if rss and baseline_rss else None
     return {
-        "command": " ".join(sys.argv),
+        "command": " ".join(["python -m loadtest", *sys.argv[1:]]),
         "machine": {"cores": os.cpu_count(), "model": _cpu_model(), "memory_bytes": _memory_bytes()},
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "cameras": args.cameras,
@@ -475,6 +502,7 @@ def _report(
         "cameras_live": sum(state == "live" for state in states.values()),
         "upstream_connections": upstreams,
         "upstream_reconnects": reconnects,
+        "flapping_cameras": [f"cam{index}" for index in range(args.cameras) if is_flapping(index, args.flap_share)],
         "ingest_mbps": round(ingest_mbps, 1),
         "egress_mbps": round(egress_mbps, 1),
         "cpu_percent_of_core": None if cpu_percent is None else _percent(cpu_percent),
@@ -526,6 +554,10 @@ def print_table(report: dict[str, Any]) -> None:
         ("ingest / egress Mbit/s", f"{report['ingest_mbps']} / {report['egress_mbps']}"),
         ("CPU % of one core (per camera)", f"{fmt(report['cpu_percent_of_core'])} ({fmt(report['cpu_percent_per_camera'])})"),
         ("CPU % per delivered Gbit/s", fmt(report["cpu_percent_per_gbps"])),
+        (
+            "simulator / swarm CPU % of a core",
+            f"{fmt(report.get('simulator_cpu_percent_of_core'))} / {fmt(report.get('swarm_cpu_percent_of_core'))}",
+        ),
         ("RSS MB (per camera MB)", f"{report['rss_bytes'] / 1e6:.1f} ({fmt(None if report['rss_per_camera_bytes'] is None else round(report['rss_per_camera_bytes'] / 1e6, 2))})"),
         ("first byte p50/p95/p99 ms", _triple(report["first_byte"])),
         ("first keyframe cold p50/p95/p99 ms", _triple(report["first_keyframe_cold"])),
@@ -582,6 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> int:
     parser = build_parser()
     args = parser.parse_args()
+    for setting in args.pantau_env:
+        name = setting.partition("=")[0]
+        if name in LOADTEST_OWNED_SETTINGS:
+            parser.error(f"--pantau-env {name}: the load test sets it for the Pantau it starts")
     if args.viewers_per_camera < 0:
         parser.error("--viewers-per-camera must be 0 or more")
     if args.viewers_per_camera == 0 and not (args.record or args.always):

@@ -283,6 +283,9 @@ class RecordingsApi:
         camera_id, start, end = found
         rows = await self._segments(camera_id, start, end)
         scanned = await asyncio.to_thread(self._scan_all, rows)
+        if not scanned:
+            # A playlist without segments would leave a player waiting, so reply as the export does.
+            return json_error(404, "no_recording", f"camera {camera_id!r} has no recording between the times given")
         text = build_playlist(scanned, start, end, "segments/{id}.mp4")
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl", headers=PLAYLIST_HEADERS)
 

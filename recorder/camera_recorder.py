@@ -152,7 +152,8 @@ class CameraRecorder:
         if end is not None:
             self.writer.begin_gap(self.camera_id, end, "timestamp_jump")
 
-    def on_camera_removed(self) -> None:
+    def on_camera_removed(self, reason: str = "camera_removed") -> None:
+        del reason  # the recorder's own stop records the service_stopped gap
         self.detach(None)
 
     # --- segments -----------------------------------------------------------------

@@ -48,6 +48,10 @@ def prepare_index(index_path: Path, recordings_dir: Path) -> RecoveryReport:
     report = RecoveryReport()
     recordings_dir.mkdir(parents=True, exist_ok=True)
     needs_rebuild = not index_path.exists()
+    if needs_rebuild and not any(recordings_dir.iterdir()):
+        # A new data directory: an empty index is all there is to build, not a rebuild.
+        needs_rebuild = False
+        log().info("recording_index_created", path=str(index_path))
     connection: sqlite3.Connection | None = None
     if not needs_rebuild:
         try:
@@ -189,6 +193,11 @@ def rebuild(connection: sqlite3.Connection, recordings_dir: Path) -> int:
             count += 1
             total += row["bytes"]
             longest = max(longest, row["end_utc"] - row["start_utc"])
+        # The lost index contained the open service_stopped gaps. The service was down from
+        # each camera's last segment until now, and the camera's first new segment ends the gap.
+        last_ends = connection.execute("SELECT camera_id, MAX(end_utc) FROM segments GROUP BY camera_id").fetchall()
+        for camera_id, end_utc in last_ends:
+            index.begin_gap(connection, camera_id, end_utc, "service_stopped")
         index.set_state(connection, index.TOTAL_BYTES, total)
         index.set_state(connection, index.MAX_SEGMENT_SECONDS, longest)
     log().info(

@@ -30,6 +30,7 @@ from typing import Any
 
 from recorder import index
 from recorder.holds import Hold
+from recorder.playback import iso
 from relay.logs import get_logger
 
 
@@ -53,6 +54,8 @@ class RetentionPolicy:
 class RetentionReport:
     deleted: Counter[str] = field(default_factory=Counter)  # segments by reason
     deleted_bytes: Counter[str] = field(default_factory=Counter)
+    # camera id -> segments and bytes deleted, and the end (UTC) of the newest deleted video
+    by_camera: dict[str, dict[str, float]] = field(default_factory=dict)
     total_bytes: int = 0
     free_bytes: int = 0
     short_of_free_bytes: int = 0  # still missing after deleting all it could
@@ -65,6 +68,14 @@ class RetentionReport:
             "deleted_by_age": self.deleted["age"],
             "deleted_by_quota": self.deleted["quota"],
             "deleted_for_free_space": self.deleted["free_space"],
+            "deleted_by_camera": {
+                camera_id: {
+                    "segments": int(counts["segments"]),
+                    "bytes": int(counts["bytes"]),
+                    "deleted_through": iso(counts["deleted_through"]),
+                }
+                for camera_id, counts in sorted(self.by_camera.items())
+            },
             "total_bytes": self.total_bytes,
             "free_bytes": self.free_bytes,
             "short_of_free_bytes": self.short_of_free_bytes,
@@ -220,6 +231,11 @@ def _delete(
         connection.executemany("DELETE FROM pending_deletions WHERE path = ?", [(p,) for p in removed])
     report.deleted[reason] += len(rows)
     report.deleted_bytes[reason] += size
+    for _, camera_id, _, segment_bytes, _, end_utc in rows:
+        counts = report.by_camera.setdefault(camera_id, {"segments": 0, "bytes": 0, "deleted_through": end_utc})
+        counts["segments"] += 1
+        counts["bytes"] += segment_bytes
+        counts["deleted_through"] = max(counts["deleted_through"], end_utc)
 
 
 def _remove_empty_parents(directory: Path, recordings_dir: Path) -> None:

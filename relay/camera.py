@@ -67,7 +67,7 @@ class CameraUnavailable(Exception):
 class Sink(Protocol):
     """A consumer of a camera's frames (FLV fan-out, HLS muxer, recorder, probe).
 
-    A sink may also define ``on_camera_removed()`` and
+    A sink may also define ``on_camera_removed(reason)`` and
     ``on_timestamp_jump(track, seconds)``, which the camera calls when present.
     """
 
@@ -169,8 +169,11 @@ class Camera:
         if self._task is None:
             self._task = asyncio.create_task(self._supervise(delay), name=f"camera-{self.id}")
 
-    async def stop(self) -> None:
-        """Stop the supervisor, close the upstream and end every output."""
+    async def stop(self, reason: str = "camera_removed") -> None:
+        """Stop the supervisor, close the upstream and end every output.
+
+        ``reason`` is ``camera_removed``, or ``service_stopping`` at shutdown; outputs log it.
+        """
         self._stopping = True
         if self._idle_handle is not None:
             self._idle_handle.cancel()
@@ -185,8 +188,9 @@ class Camera:
         for sink in list(self.sinks):
             stop = getattr(sink, "on_camera_removed", None)
             if stop is not None:
-                stop()
-        self._fail_waiters(CameraUnavailable("camera_removed", "the camera was removed"))
+                stop(reason)
+        message = "the service is stopping" if reason == "service_stopping" else "the camera was removed"
+        self._fail_waiters(CameraUnavailable(reason, message))
 
     def update_config(self, config: CameraConfig) -> None:
         """Apply an edit that does not touch how the camera is reached."""

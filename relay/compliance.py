@@ -98,11 +98,11 @@ def evaluate(
         return Verdict("unknown", "never probed")
 
     minimum = settings.min_pixels
-    size = f"{facts.width}x{facts.height} = {facts.pixels:,} pixels"
+    size = f"{facts.width}x{facts.height} = {_grouped(facts.pixels)} pixels"
     if facts.pixels >= minimum:
-        status, reason = "compliant", f"{size}, at least the minimum {minimum:,}"
+        status, reason = "compliant", f"{size}, at least the minimum {_grouped(minimum)}"
     else:
-        status, reason = "below_minimum", f"{size}, below the minimum {minimum:,}"
+        status, reason = "below_minimum", f"{size}, below the minimum {_grouped(minimum)}"
     if failure is not None and record is not None:
         reason += f" (measured at {record.probed_at}; the last probe failed: {failure.reason})"
     return Verdict(status, reason)
@@ -213,3 +213,8 @@ def report_csv(report: dict[str, Any], decimal_comma: bool = False) -> bytes:
             name = group[key] if group[key] is not None else "(none)"
             writer.writerow([key, name, group["cameras"], *(group[status] for status in STATUSES)])
     return "\ufeff".encode() + out.getvalue().encode("utf-8")
+
+
+def _grouped(number: int) -> str:
+    """Group digits by thousands with spaces (3 686 400), which no locale reads as a decimal mark."""
+    return f"{number:,}".replace(",", " ")

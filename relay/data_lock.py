@@ -17,13 +17,13 @@ LOCK_FILE = "pantau.lock"
 
 
 class DataDirInUse(Exception):
-    """Another process holds the data directory's lock."""
+    """Another process has the data directory's lock."""
 
 
 def lock_data_dir(data_dir: Path) -> int:
     """Take the data directory's lock and return its file descriptor, to keep open.
 
-    Raises DataDirInUse when another process holds it, OSError when the file cannot be opened.
+    Raises DataDirInUse when another process has it, OSError when the file cannot be opened.
     """
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:

@@ -126,8 +126,8 @@ class FlvFanout:
         if self.clients and self._outage_handle is None:
             self._outage_handle = self._loop.call_later(hold, self._end_clients, "camera_offline")
 
-    def on_camera_removed(self) -> None:
-        self._end_clients("camera_removed")
+    def on_camera_removed(self, reason: str = "camera_removed") -> None:
+        self._end_clients(reason)
 
     # --- clients ------------------------------------------------------------------
 

@@ -241,8 +241,8 @@ class HlsStream:
             self._discontinuity_next = True
         self.stream_ended_at = self._loop.time()
 
-    def on_camera_removed(self) -> None:
-        self.stop("camera_removed")
+    def on_camera_removed(self, reason: str = "camera_removed") -> None:
+        self.stop(reason)
 
     # --- segments -----------------------------------------------------------------
 

@@ -32,7 +32,7 @@ def add_import_parser(commands: Any, formatter: type[argparse.HelpFormatter], ep
         help="register cameras from a CSV file",
         description=(
             "Register cameras from a CSV file (columns: id, name, rtsp_url, owner_category, owner_name, "
-            "kecamatan, desa, lat, lon, mode, record, installed_on, retention_days). Every row is checked "
+            "kecamatan, desa, lat, lon, mode, record, installed_on, retention_days, transport). Every row is checked "
             "first; if any row is invalid, nothing is applied and every problem is listed. "
             "Exit status: 0 applied (or valid with --dry-run), 1 invalid rows or rejected by the service, "
             "2 usage error."

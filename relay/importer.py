@@ -216,7 +216,7 @@ def plan_import(
         values = {name: (cells[index].strip() if index < len(cells) else "") for index, name in enumerate(header)}
         _plan_row(plan, row_line, values, existing, rules, replace, first_line, url_lines)
     if plan.rows == 0 and not plan.errors:
-        plan.errors.append(RowError(2, None, "the file has a header line but no camera rows"))
+        plan.errors.append(RowError(1, None, "the file has a header line but no camera rows"))
     return plan
 
 

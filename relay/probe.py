@@ -258,7 +258,8 @@ class ProbeSink:
             self._close_window(closed=False, why_short=f"the stream ended ({reason})")
         self._armed = True
 
-    def on_camera_removed(self) -> None:
+    def on_camera_removed(self, reason: str = "camera_removed") -> None:
+        del reason  # a probe ends the same way either way
         self._stop_window()
         self._fail_waiters(ProbeError("camera_removed", "the camera was removed or restarted"))
 

@@ -200,6 +200,8 @@ class ProbeManager:
         return self.records.get(camera.id) or ProbeRecord()
 
     def _record_unavailable(self, camera: Camera, error: CameraUnavailable) -> None:
+        if error.code == "service_stopping":
+            return  # says nothing about the camera
         video = camera.video
         if error.code == "unsupported_codec" and video is not None and not video.relayed:
             # Size and codec are known without relaying: enough for the resolution rule.

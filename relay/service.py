@@ -119,8 +119,10 @@ class Service:
         await self.probes.stop()
         await self.recorder.stop()
         for fanout in list(self.flv.values()):
-            fanout.on_camera_removed()
-        await asyncio.gather(*(camera.stop() for camera in self.cameras.values()), return_exceptions=True)
+            fanout.on_camera_removed("service_stopping")
+        await asyncio.gather(
+            *(camera.stop("service_stopping") for camera in self.cameras.values()), return_exceptions=True
+        )
 
     def _start_camera(self, config: CameraConfig, delay: float = 0.0) -> Camera:
         camera = Camera(config, self.settings)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.access_support import create_consumer, wait_for_events
-from tests.support import GstRtspServer, Pantau, camera_entry
+from tests.support import GstRtspServer, Pantau, camera_entry, ffprobe_frames
 from tests.test_status_page import ARTIFACTS, PLAY_TIMEOUT_MS, chromium_page
 
 pytestmark = pytest.mark.browser
@@ -49,6 +49,7 @@ def test_status_page_asks_for_key_once(guarded, tmp_path):
         page.goto(instance.base + "/")
         page.wait_for_selector("#key-form:not([hidden])", timeout=15_000)
         prompt = page.inner_text("#key-message")
+        no_cameras_hidden = page.is_hidden("#empty")  # the list is empty only for lack of a key
         page.fill("#key-input", "pk_000000000000_" + "x" * 43)
         page.click('#key-form button[type="submit"]')
         page.wait_for_function(
@@ -68,6 +69,7 @@ def test_status_page_asks_for_key_once(guarded, tmp_path):
         cards_after_forget = page.eval_on_selector_all("[data-camera-id]", "cards => cards.length")
 
     assert prompt.startswith("Pantau meminta kunci akses")
+    assert no_cameras_hidden
     assert "unknown, revoked or wrong" in rejected
     assert cards == ["cam"]  # the consumer's scope, not every camera
     assert form_hidden_after_reload
@@ -114,3 +116,28 @@ def test_signed_url_plays_in_status_page(kind, player, audit_format, guarded, tm
     assert events[-1]["camera_id"] == "cam"
     assert events[-1]["bytes"] > 100_000
     assert events[-1]["result"] == "ok"
+
+
+def test_copied_url_carries_signed_token(guarded, tmp_path):
+    instance, key = guarded
+    with chromium_page(tmp_path / "profile") as page:
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=instance.base)
+        page.goto(instance.base + "/")
+        enter_key(page, key)
+        shown = page.input_value(f'{CARD} input[data-url="flv"]')
+        page.click(f'{CARD} [data-copy="flv"]')
+        page.wait_for_function(
+            "(selector) => document.querySelector(selector).textContent.startsWith('Disalin')",
+            arg=f'{CARD} [data-copy="flv"]',
+            timeout=15_000,
+        )
+        label = page.inner_text(f'{CARD} [data-copy="flv"]')
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+
+    probed = ffprobe_frames(copied, packets=30)
+
+    assert shown == f"{instance.base}/live/cam.flv"
+    assert copied.startswith(f"{instance.base}/live/cam.flv?token=")
+    assert "berlaku sampai" in label
+    assert (probed.width, probed.height) == (2688, 1520)
+    assert probed.frames >= 25

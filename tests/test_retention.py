@@ -17,7 +17,7 @@ from recorder.segment import GapBefore, SegmentMeta, header_bytes, segment_relpa
 from relay.fmp4 import Fmp4Muxer
 from relay.media import TIMEBASE, h264_video_info
 from tests.conftest import start_pantau
-from tests.recording_support import iso, recordings, tmpfs_recordings, wait_until
+from tests.recording_support import iso, parse_iso, recordings, tmpfs_recordings, wait_until
 from tests.support import CLIPS, MEDIA, Pantau, camera_entry
 from tests.test_fmp4 import clip_frames
 
@@ -91,7 +91,10 @@ def test_retention_age_quota_free_space_and_holds(pantau, tmp_path):
         assert [item["bytes"] for item in listing["items"]] == [files[n][1] for n in ("a1", "a2", "a3", "a4")]
         assert all(abs(item["duration_seconds"] - 2.0) < 0.01 for item in listing["items"])
         gaps_b = recordings(instance, "b", now - 41 * DAY, now)["gaps"]
-        assert [gap["cause"] for gap in gaps_b] == ["camera_offline", "rtsp_timeout"]
+        # The files' gaps come back, and the time since the last file is a stop of the service.
+        assert [gap["cause"] for gap in gaps_b] == ["camera_offline", "rtsp_timeout", "service_stopped"]
+        assert abs(parse_iso(gaps_b[2]["start"]) - (plan["b4"][1] + 2.0)) < 0.01
+        assert gaps_b[2]["ongoing"] is True
 
         held_start = plan["a2"][1] + 0.5
         status, hold = instance.request(
@@ -114,6 +117,10 @@ def test_retention_age_quota_free_space_and_holds(pantau, tmp_path):
         run = instance.log_events("retention_run")[0]
         assert run["deleted_by_age"] == 3
         assert run["deleted_bytes"] == sum(files[name][1] for name in ("a1", "b1", "b2"))
+        by_camera = run["deleted_by_camera"]
+        assert {camera: counts["segments"] for camera, counts in by_camera.items()} == {"a": 1, "b": 2}
+        assert by_camera["b"]["bytes"] == files["b1"][1] + files["b2"][1]
+        assert abs(parse_iso(by_camera["b"]["deleted_through"]) - (plan["b2"][1] + 2.0)) < 0.01
         listing_b = recordings(instance, "b", now - 41 * DAY, now)
         assert [item["path"] for item in listing_b["items"]] == [files["b3"][0], files["b4"][0]]
         # The gap before b2 described deleted video, so it went. The one before b4 stays,
@@ -193,10 +200,9 @@ def test_recording_api_rejects_bad_input(pantau, tmp_path):
     status, body = get(f"/api/recordings/cam/export?{empty}")
     assert status == 404
     assert body["error"] == "no_recording"
-    status, playlist = get(f"/vod/cam/index.m3u8?{empty}")
-    assert status == 200
-    assert b"#EXT-X-ENDLIST" in playlist
-    assert b"#EXTINF" not in playlist
+    status, body = get(f"/vod/cam/index.m3u8?{empty}")
+    assert status == 404
+    assert body["error"] == "no_recording"
 
     status, body = instance.request(
         "POST", "/api/recordings/cam/holds", {"start": iso(now), "end": iso(now - 5), "reason": "x"}

@@ -126,6 +126,7 @@ def test_status_page_shows_measured_facts_and_rule(page_service, tmp_path):
     assert "2688×1520 (4.09 MP)" in facts
     assert "15.0 fps" in facts
     assert rule.startswith("dikecualikan")  # a pemkab camera
+    assert "kategori pemilik pemkab: aturan hanya berlaku untuk kamera swasta" in rule
     assert offline_rule.startswith("belum diketahui")  # a swasta camera never probed
 
 

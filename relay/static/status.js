@@ -45,6 +45,8 @@ const TEXT = {
     play_hls: "Putar HLS",
     stop: "Hentikan",
     copy: "Salin",
+    copied_signed: "Disalin, berlaku sampai {time}",
+    copy_failed: "Gagal: {reason}",
     copied: "Tersalin",
     all_fields: "Semua data kamera",
     none: "tidak ada",
@@ -110,6 +112,8 @@ const TEXT = {
     play_hls: "Play HLS",
     stop: "Stop",
     copy: "Copy",
+    copied_signed: "Copied, valid until {time}",
+    copy_failed: "Failed: {reason}",
     copied: "Copied",
     all_fields: "All camera fields",
     none: "none",
@@ -260,9 +264,29 @@ function formatFacts(probe) {
   return parts.join(", ");
 }
 
+// The server writes compliance reasons in English; these are their Indonesian forms.
+const REASONS_ID = [
+  [/^owner category (\S+): the rule covers (\S+) cameras only$/, "kategori pemilik $1: aturan hanya berlaku untuk kamera $2"],
+  [/^installed_on missing$/, "installed_on tidak diisi"],
+  [/^installed on (\S+), before PANTAU_MIN_PIXELS_SINCE (\S+)$/, "dipasang $1, sebelum PANTAU_MIN_PIXELS_SINCE $2"],
+  [/^(\d+x\d+) = ([\d ]+) pixels, at least the minimum ([\d ]+)/, "$1 = $2 piksel, tidak kurang dari minimum $3"],
+  [/^(\d+x\d+) = ([\d ]+) pixels, below the minimum ([\d ]+)/, "$1 = $2 piksel, di bawah minimum $3"],
+  [/^never probed; last connection error: /, "belum pernah diprobe; galat koneksi terakhir: "],
+  [/^never probed$/, "belum pernah diprobe"],
+  [/^probe failed: /, "probe gagal: "],
+];
+
+function translateReason(reason) {
+  if (language !== "id" || !reason) return reason;
+  for (const [pattern, replacement] of REASONS_ID) {
+    if (pattern.test(reason)) return reason.replace(pattern, replacement);
+  }
+  return reason;
+}
+
 function formatCompliance(compliance) {
   if (!compliance) return "—";
-  return `${t(`compliance_${compliance.status}`)}: ${compliance.reason}`;
+  return `${t(`compliance_${compliance.status}`)}: ${translateReason(compliance.reason)}`;
 }
 
 function formatValue(value) {
@@ -476,7 +500,9 @@ class Card {
     }
     this.root.querySelector("[data-stop]").addEventListener("click", () => this.player.stop());
     for (const button of this.root.querySelectorAll("[data-copy]")) {
-      button.addEventListener("click", () => copyUrl(button, this.root.querySelector(`[data-url="${button.dataset.copy}"]`)));
+      button.addEventListener("click", () =>
+        copyUrl(button, this.root.querySelector(`[data-url="${button.dataset.copy}"]`), this.id),
+      );
     }
     translate(this.root);
   }
@@ -552,16 +578,33 @@ function cameraMessage(camera) {
   return [t("msg_idle"), false];
 }
 
-async function copyUrl(button, input) {
+// With a key, the copied URL carries a signed token, so VLC or ffplay can open it
+// without a header. The field keeps showing the plain URL.
+async function copyUrl(button, input, cameraId) {
+  const plain = input.value;
+  let text = plain;
+  let label = t("copied");
+  if (storedKey()) {
+    try {
+      text = (await playUrls(cameraId))[input.dataset.url];
+      label = t("copied_signed", { time: formatTime(new Date(tokens.get(cameraId).expires).toISOString()) });
+    } catch (error) {
+      button.textContent = t("copy_failed", { reason: error.message });
+      setTimeout(() => (button.textContent = t("copy")), 4000);
+      return;
+    }
+  }
   try {
-    await navigator.clipboard.writeText(input.value);
+    await navigator.clipboard.writeText(text);
   } catch (error) {
     // The clipboard API needs a secure context (https or localhost); fall back to a selection.
+    input.value = text;
     input.select();
     document.execCommand("copy");
+    input.value = plain;
   }
-  button.textContent = t("copied");
-  setTimeout(() => (button.textContent = t("copy")), 1500);
+  button.textContent = label;
+  setTimeout(() => (button.textContent = t("copy")), text === plain ? 1500 : 4000);
 }
 
 // --- page ------------------------------------------------------------------------
@@ -627,7 +670,7 @@ function render(cameras) {
     total: cameras.length,
   });
   const empty = document.getElementById("empty");
-  empty.hidden = cameras.length > 0;
+  empty.hidden = cameras.length > 0 || keyMessage !== null; // while a key is missing, an empty list means nothing
   empty.textContent = t("empty");
 }
 
@@ -637,6 +680,7 @@ let keyMessage = null; // [text key, values] of the key form while it is shown
 
 function showKeyForm(key, values = {}) {
   keyMessage = [key, values];
+  document.getElementById("empty").hidden = true;
   document.getElementById("key-message").textContent = t(key, values);
   document.getElementById("key-form").hidden = false;
 }
