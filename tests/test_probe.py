@@ -199,7 +199,7 @@ def test_strict_minimum_fails_1440p(gst, pantau, tmp_path):
 
     assert (views["bframes"]["probe"]["facts"]["width"], views["bframes"]["probe"]["facts"]["height"]) == (2560, 1440)
     assert views["bframes"]["compliance"]["status"] == "below_minimum"
-    assert "4,000,000" in views["bframes"]["compliance"]["reason"]
+    assert "4 000 000" in views["bframes"]["compliance"]["reason"]
     assert views["h264"]["compliance"]["status"] == "compliant"
 
 
