@@ -28,6 +28,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -145,9 +146,20 @@ class PantauProcess:
         return self.process.returncode
 
 
-async def wait_healthy(session: aiohttp.ClientSession, base: str, timeout: float = 30) -> None:
+async def wait_healthy(
+    session: aiohttp.ClientSession, base: str, pantau: PantauProcess | None = None, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if pantau is not None and pantau.process.poll() is not None:
+            # Pantau stopped at start-up, usually on an invalid --pantau-env value: show why.
+            log_path = Path(pantau.log.name)
+            pantau.log.flush()
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise SystemExit(
+                f"loadtest: Pantau exited with status {pantau.process.returncode} at start-up; "
+                f"the end of {log_path}:\n" + "\n".join(tail)
+            )
         try:
             async with session.get(f"{base}/healthz") as response:
                 if response.status == 200:
@@ -221,6 +233,19 @@ async def open_extra_upstream(port: int, path: str) -> asyncio.StreamWriter:
     return writer
 
 
+def _git_commit() -> str | None:
+    """Return the checkout's commit (with "+changes" when files differ from it), or None outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if dirty else "")
+
+
 def _percent(value: float) -> float:
     return round(value, 3)
 
@@ -245,7 +270,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 pantau = PantauProcess(args, data_dir)
                 base = pantau.base
                 pid = pantau.process.pid
-            await wait_healthy(session, base)
+            await wait_healthy(session, base, pantau)
             await asyncio.sleep(2)
             baseline_rss = process_rss_bytes(pid) if pid else 0
 
@@ -340,6 +365,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if pantau is not None:
             report["pantau_exit_code"] = pantau.stop()
         fleet.stop()
+        if args.data_dir is None:
+            if report.get("ok") and not args.profile:
+                shutil.rmtree(data_dir, ignore_errors=True)  # recordings can take gigabytes
+            else:
+                print(f"loadtest: Pantau's data directory and log are kept in {data_dir}", file=sys.stderr)
     return report
 
 
@@ -493,6 +523,8 @@ def _report(
         "command": " ".join(["python -m loadtest", *sys.argv[1:]]),
         "machine": {"cores": os.cpu_count(), "model": _cpu_model(), "memory_bytes": _memory_bytes()},
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "time_utc": time.strftime("%H:%M:%S", time.gmtime()),
+        "commit": _git_commit(),
         "cameras": args.cameras,
         "viewers_per_camera": args.viewers_per_camera,
         "protocol": args.protocol,
@@ -574,6 +606,8 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def _triple(summary: dict[str, Any]) -> str:
+    if not summary["n"]:
+        return "- (none measured)"
     return f"{summary['p50_ms']} / {summary['p95_ms']} / {summary['p99_ms']} (n={summary['n']})"
 
 
@@ -617,7 +651,8 @@ def main() -> int:
     for setting in args.pantau_env:
         name = setting.partition("=")[0]
         if name in LOADTEST_OWNED_SETTINGS:
-            parser.error(f"--pantau-env {name}: the load test sets it for the Pantau it starts")
+            replacement = {"PANTAU_ADMIN_TOKEN": "; use --key", "PANTAU_DATA_DIR": "; use --data-dir"}.get(name, "")
+            parser.error(f"--pantau-env {name}: the load test sets it for the Pantau it starts{replacement}")
     if args.viewers_per_camera < 0:
         parser.error("--viewers-per-camera must be 0 or more")
     if args.viewers_per_camera == 0 and not (args.record or args.always):

@@ -115,6 +115,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/static/{name}"): PUBLIC,
     ("GET", "/static/vendor/{name}"): PUBLIC,
     ("OPTIONS", "/live/{tail}"): PUBLIC,
+    ("OPTIONS", "/vod/{tail}"): PUBLIC,
     ("GET", "/metrics"): ADMIN,
     # cameras, probes and the compliance report
     ("GET", "/api/cameras"): VIEWER,

@@ -17,7 +17,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 import msgspec
 import msgspec.yaml
@@ -205,18 +205,29 @@ def carries_mask(url: str) -> bool:
     return user is not None and password in (MASK, quote(MASK))
 
 
+def _port(parts: SplitResult) -> int:
+    """Return the URL's port, with RTSP's defaults (554, and 322 for rtsps) when it has none."""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None:
+        return port
+    return 322 if parts.scheme == "rtsps" else 554
+
+
 MASK_UNRESOLVED = (
-    "the URL carries the masked password *** but no stored password for the same user and "
-    "host can replace it; send the real password or a ${VAR} reference"
+    "the URL carries the masked password *** but no stored password for the same user, host "
+    "and port can replace it; send the real password or a ${VAR} reference"
 )
 
 
 def merge_password(new_url: str, stored_url: str | None) -> str:
     """Keep the stored password when an edit sends ``***`` or no password.
 
-    Applies only when user and host are unchanged, so a GET-edit-PUT round
-    trip never destroys credentials, while a URL for another host never
-    inherits them.
+    Applies only when user, host and port are unchanged, so a GET-edit-PUT
+    round trip never destroys credentials, while a URL for another device
+    (another host, or another port forwarded through NAT) never inherits them.
     """
     if stored_url is None:
         return new_url
@@ -228,7 +239,8 @@ def merge_password(new_url: str, stored_url: str | None) -> str:
         return new_url
     if unquote(new_user) != unquote(old_user or ""):
         return new_url
-    if urlsplit(new_url).hostname != urlsplit(stored_url).hostname:
+    new_parts, old_parts = urlsplit(new_url), urlsplit(stored_url)
+    if (new_parts.hostname, _port(new_parts)) != (old_parts.hostname, _port(old_parts)):
         return new_url
     return f"{new_prefix}{new_user}:{old_password}@{new_rest}"
 

@@ -165,3 +165,4 @@ def add_hls_routes(app: web.Application) -> None:
     router.add_get("/live/{id}/ts/index.m3u8", ts_playlist)
     router.add_get(r"/live/{id}/ts/seg-{sequence:\d{1,19}}.ts", ts_segment)
     router.add_route("OPTIONS", "/live/{tail:.*}", preflight)
+    router.add_route("OPTIONS", "/vod/{tail:.*}", preflight)

@@ -179,6 +179,8 @@ def test_hls_headers_segments_and_errors(gst, pantau, tmp_path):
     assert unknown_headers["Access-Control-Allow-Origin"] == "*"
     preflight_status, preflight_headers, _ = http_get(base + "index.m3u8", method="OPTIONS")
     assert preflight_status == 204
+    vod_preflight_status, _, _ = http_get(f"{instance.base}/vod/cam/index.m3u8", method="OPTIONS")
+    assert vod_preflight_status == 204
     assert "Authorization" in preflight_headers["Access-Control-Allow-Headers"]
 
 

@@ -251,13 +251,16 @@ def test_replace_keeps_stored_password():
 
 
 def test_mask_without_stored_password_rejected():
-    existing = {"cam-1": existing_camera("cam-1")}
+    existing = {"cam-1": existing_camera("cam-1"), "cam-3": existing_camera("cam-3")}
     moved = row("cam-1", rtsp_url="rtsp://viewer:***@192.0.2.99:554/old")
     new = row("cam-2", rtsp_url="rtsp://admin:***@192.0.2.11:554/new")
+    other_port = row("cam-3", rtsp_url="rtsp://viewer:***@192.0.2.10:8554/old")  # NAT: another device
 
-    result = plan(csv_text(moved, new), existing, replace=True)
+    result = plan(csv_text(moved, new, other_port), existing, replace=True)
 
-    assert [(error.line, error.column) for error in result.errors] == [(2, "rtsp_url"), (3, "rtsp_url")]
+    assert [(error.line, error.column) for error in result.errors] == [
+        (2, "rtsp_url"), (3, "rtsp_url"), (4, "rtsp_url")
+    ]
     assert all("***" in error.reason for error in result.errors)
     assert result.items == []
 
