@@ -277,15 +277,13 @@ class RecordingsApi:
     # --- HLS VOD ------------------------------------------------------------------
 
     async def vod_playlist(self, request: web.Request) -> web.Response:
-        found = await self._camera_and_range(request)
-        if isinstance(found, web.Response):
-            return found
-        camera_id, start, end = found
-        rows = await self._segments(camera_id, start, end)
-        scanned = await asyncio.to_thread(self._scan_all, rows)
+        plan = await self._range_plan(request)
+        if isinstance(plan, web.Response):
+            return plan
+        camera_id, start, end, scanned = plan
         if not scanned:
             # A playlist without segments would leave a player waiting, so reply as the export does.
-            return json_error(404, "no_recording", f"camera {camera_id!r} has no recording between the times given")
+            return _no_recording(camera_id)
         text = build_playlist(scanned, start, end, "segments/{id}.mp4")
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl", headers=PLAYLIST_HEADERS)
 
@@ -313,9 +311,10 @@ class RecordingsApi:
 
     # --- export -------------------------------------------------------------------
 
-    async def _export_plan(
+    async def _range_plan(
         self, request: web.Request
     ) -> tuple[str, float, float, list[ScannedSegment]] | web.Response:
+        """Return the camera, the range and the scanned segments that a VOD playlist or an export covers."""
         found = await self._camera_and_range(request)
         if isinstance(found, web.Response):
             return found
@@ -325,14 +324,12 @@ class RecordingsApi:
         return camera_id, start, end, scanned
 
     async def export(self, request: web.Request) -> web.StreamResponse:
-        plan = await self._export_plan(request)
+        plan = await self._range_plan(request)
         if isinstance(plan, web.Response):
             return plan
         camera_id, start, end, scanned = plan
         if not scanned:
-            return json_error(
-                404, "no_recording", f"camera {camera_id!r} has no recording between the times given"
-            )
+            return _no_recording(camera_id)
 
         name = f"{camera_id}_{_compact(start)}_{_compact(end)}.mp4"
         response = web.StreamResponse(
@@ -381,7 +378,7 @@ class RecordingsApi:
         return response
 
     async def export_manifest(self, request: web.Request) -> web.Response:
-        plan = await self._export_plan(request)
+        plan = await self._range_plan(request)
         if isinstance(plan, web.Response):
             return plan
         camera_id, start, end, scanned = plan
@@ -423,6 +420,10 @@ class RecordingsApi:
                 "sha256": result.sha256 if used else None,
             }
         )
+
+
+def _no_recording(camera_id: str) -> web.Response:
+    return json_error(404, "no_recording", f"camera {camera_id!r} has no recording between the times given")
 
 
 def _int_parameter(request: web.Request, name: str) -> int | web.Response:
