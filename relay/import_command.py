@@ -57,7 +57,7 @@ def add_import_parser(commands: Any, formatter: type[argparse.HelpFormatter], ep
     target.add_argument(
         "--direct",
         action="store_true",
-        help="write the cameras file ($PANTAU_CAMERAS) directly; refused while the service runs on this data directory",
+        help="write the cameras file ($PANTAU_CAMERAS) directly; rejected while the service runs on this data directory",
     )
 
 

@@ -201,7 +201,7 @@ class ProbeManager:
 
     def _record_unavailable(self, camera: Camera, error: CameraUnavailable) -> None:
         if error.code == "service_stopping":
-            return  # says nothing about the camera
+            return  # a shutdown is no fact about the camera
         video = camera.video
         if error.code == "unsupported_codec" and video is not None and not video.relayed:
             # Size and codec are known without relaying: enough for the resolution rule.

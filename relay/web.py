@@ -283,7 +283,7 @@ async def allow_any_origin(request: web.Request, response: web.StreamResponse) -
     """Let players on other origins read every stream and recording response, errors included.
 
     A browser hides a cross-origin response without this header, so a player would see a
-    network error instead of the 404 or 503 whose reason asks it to reload or wait.
+    network error instead of the 404 or 503 that directs it to reload or wait.
     """
     if request.path.startswith(("/live/", "/vod/")) and "Access-Control-Allow-Origin" not in response.headers:
         response.headers["Access-Control-Allow-Origin"] = "*"

@@ -200,7 +200,7 @@ def test_playback_without_export_gets_403(service):
     default_token = make_token(service, key, "hotel-cam")
 
     assert listing == 200
-    assert vod == 404  # allowed, and the range holds no video
+    assert vod == 404  # allowed, and the range contains no video
     assert b"no_recording" in vod_body
     assert export == 403
     assert b"export" in export_body

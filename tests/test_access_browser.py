@@ -124,7 +124,7 @@ def test_copied_url_carries_signed_token(guarded, tmp_path):
         page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=instance.base)
         page.goto(instance.base + "/")
         enter_key(page, key)
-        shown = page.input_value(f'{CARD} input[data-url="flv"]')
+        displayed_url = page.input_value(f'{CARD} input[data-url="flv"]')
         page.click(f'{CARD} [data-copy="flv"]')
         page.wait_for_function(
             "(selector) => document.querySelector(selector).textContent.startsWith('Disalin')",
@@ -136,7 +136,7 @@ def test_copied_url_carries_signed_token(guarded, tmp_path):
 
     probed = ffprobe_frames(copied, packets=30)
 
-    assert shown == f"{instance.base}/live/cam.flv"
+    assert displayed_url == f"{instance.base}/live/cam.flv"
     assert copied.startswith(f"{instance.base}/live/cam.flv?token=")
     assert "berlaku sampai" in label
     assert (probed.width, probed.height) == (2688, 1520)

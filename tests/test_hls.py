@@ -171,7 +171,7 @@ def test_hls_headers_segments_and_errors(gst, pantau, tmp_path):
     missing_status, missing_headers, missing = http_get(base + "seg-1.m4s")
     assert missing_status == 404
     assert b"segment_not_found" in missing
-    # A player on another origin must be able to read the 404 that tells it to reload.
+    # A player on another origin must be able to read the 404 that directs it to reload.
     assert missing_headers["Access-Control-Allow-Origin"] == "*"
     assert http_get(base + "init-0000000000000000.mp4")[0] == 404
     unknown_status, unknown_headers, _ = http_get(f"{instance.base}/live/nosuchcam/index.m3u8")
